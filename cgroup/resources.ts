@@ -23,6 +23,11 @@ export interface SettingFile {
   parse(text: string, ctx: SettingContext): Partial<CgroupSettings>;
   /** The exact string to write for the given settings. */
   format(s: CgroupSettings, ctx: SettingContext): string;
+  /**
+   * Whether a file reading `readBack` holds what writing `written` asks for, allowing only the kernel's own
+   * normalization. Absent = the text must match exactly (trimmed). See `sameSettingValue`.
+   */
+  equivalent?(written: string, readBack: string): boolean;
 }
 
 export class CgroupParseError extends Error {
@@ -60,6 +65,34 @@ function parseV2Max(file: string, text: string): bigint | null {
   return t === 'max' ? null : parseBig(file, t);
 }
 
+/**
+ * The kernel keeps memory limits in pages: a byte count reads back rounded DOWN to the page size (v1
+ * `memory.limit_in_bytes`/`memsw`, v2 `memory.max`, via page_counter_memparse). 4 KiB on x86-64 and most
+ * arm64 kernels; a 64 KiB-page kernel would need this raised.
+ */
+export const MEMORY_PAGE_SIZE = 4096n;
+
+/** Memory limits: unlimited matches unlimited (-1 reads back as the v1 page-max), bytes match their page floor. */
+function memoryEquivalent(parse: (text: string) => bigint | null): (w: string, r: string) => boolean {
+  return (written, readBack) => {
+    let w: bigint | null;
+    let r: bigint | null;
+    try {
+      w = parse(written);
+      r = parse(readBack);
+    } catch {
+      return false;
+    }
+    if (w === null || r === null) return w === r;
+    return r === w - (w % MEMORY_PAGE_SIZE);
+  };
+}
+
+/** `file.equivalent` when the file has one, else exact (trimmed) text equality: nothing else is normalized. */
+export function sameSettingValue(file: SettingFile, written: string, readBack: string): boolean {
+  return file.equivalent ? file.equivalent(written, readBack) : written.trim() === readBack.trim();
+}
+
 export const SETTING_FILES: Record<CgroupVersion, readonly SettingFile[]> = {
   v1: [
     {
@@ -93,6 +126,7 @@ export const SETTING_FILES: Record<CgroupVersion, readonly SettingFile[]> = {
       file: 'memory.limit_in_bytes',
       parse: (t) => ({ memoryLimitBytes: parseV1Memory('memory.limit_in_bytes', t) }),
       format: (s) => (s.memoryLimitBytes === null ? '-1' : String(s.memoryLimitBytes)),
+      equivalent: memoryEquivalent((t) => parseV1Memory('memory.limit_in_bytes', t)),
     },
     {
       key: 'memswLimit',
@@ -104,6 +138,7 @@ export const SETTING_FILES: Record<CgroupVersion, readonly SettingFile[]> = {
         const v = s.memswLimitBytes ?? null;
         return v === null ? '-1' : String(v);
       },
+      equivalent: memoryEquivalent((t) => parseV1Memory('memory.memsw.limit_in_bytes', t)),
     },
   ],
   v2: [
@@ -141,6 +176,7 @@ export const SETTING_FILES: Record<CgroupVersion, readonly SettingFile[]> = {
       file: 'memory.max',
       parse: (t) => ({ memoryLimitBytes: parseV2Max('memory.max', t) }),
       format: (s) => (s.memoryLimitBytes === null ? 'max' : String(s.memoryLimitBytes)),
+      equivalent: memoryEquivalent((t) => parseV2Max('memory.max', t)),
     },
   ],
 };
