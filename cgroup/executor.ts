@@ -1,7 +1,7 @@
 // Applies a plan through the CgroupFs port: write only what differs, read every write back, stop at the
 // first failure and put back what was already written. The planner decided the order; this module only
 // keeps the node safe while following it.
-import { posix } from 'node:path';
+import { PathError, resolveInside } from './paths.ts';
 import { SETTING_FILES, sameSettingValue, type SettingFile } from './resources.ts';
 import {
   WriteErrorCodes,
@@ -70,6 +70,7 @@ export function writeErrorCodeFromErrno(errno: string | undefined): WriteErrorCo
 
 function toWriteError(err: unknown, op: string, file: string): CgroupWriteError {
   if (err instanceof CgroupWriteError) return err;
+  if (err instanceof PathError) return new CgroupWriteError(WriteErrorCodes.PATH_UNSAFE, err.message);
   const errno = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
   const detail = err instanceof Error ? err.message : String(err);
   return new CgroupWriteError(writeErrorCodeFromErrno(errno), `${op} ${file}: ${detail}`, errno);
@@ -91,28 +92,18 @@ async function resolveTargets(
   layout: ExecutePlanOptions['layout'],
   writes: CgroupWrite[],
 ): Promise<{ targets: Target[] } | { index: number; error: CgroupWriteError }> {
-  const realPaths = new Map<string, string>();
-  const real = async (p: string): Promise<string> => {
-    let r = realPaths.get(p);
-    if (r === undefined) {
-      r = await fs.realpath(p);
-      realPaths.set(p, r);
-    }
-    return r;
-  };
   const targets: Target[] = [];
   for (const [index, write] of writes.entries()) {
     try {
-      targets.push(await resolveTarget(real, fs, layout, write));
+      targets.push(await resolveTarget(fs, layout, write));
     } catch (err) {
-      return { index, error: toWriteError(err, 'resolve', posix.join(write.path, write.file)) };
+      return { index, error: toWriteError(err, 'resolve', `${write.path}/${write.file}`) };
     }
   }
   return { targets };
 }
 
 async function resolveTarget(
-  real: (p: string) => Promise<string>,
   fs: CgroupFs,
   layout: ExecutePlanOptions['layout'],
   write: CgroupWrite,
@@ -129,33 +120,17 @@ async function resolveTarget(
       `${write.controller}/${write.file} is not a ${mount.version} file resizelet writes`,
     );
   }
-  const root = posix.resolve(mount.mount);
-  const dir = posix.resolve(root, write.path);
-  if (!isInside(root, dir) || dir === root) {
-    throw new CgroupWriteError(WriteErrorCodes.PATH_UNSAFE, `${write.path} leaves ${root}`);
-  }
-  // Lexically inside is not enough: a symlink planted in the tree (cgroupfs has none) could lead anywhere.
-  // The mount itself may be a symlink (/sys/fs/cgroup/cpu -> cpu,cpuacct on many v1 hosts): compare real
-  // paths on both sides.
-  const realRoot = await real(root);
-  const realDir = await real(dir);
-  if (!isInside(realRoot, realDir) || realDir === realRoot) {
-    throw new CgroupWriteError(
-      WriteErrorCodes.PATH_UNSAFE,
-      `${dir} resolves to ${realDir}, outside ${realRoot}`,
-    );
-  }
-  const absPath = posix.join(realDir, write.file);
+  // Pods and containers are never the hierarchy's root, whose limits apply to the whole node.
+  if (write.path === '')
+    throw new CgroupWriteError(WriteErrorCodes.PATH_UNSAFE, `refusing the root of ${mount.mount}`);
+  // Lexical checks, then the real path: a symlink planted in the tree (cgroupfs has none) could lead anywhere.
+  const dir = await resolveInside(fs, mount.mount, write.path);
+  const absPath = `${dir}/${write.file}`;
   const st = await fs.lstat(absPath);
   if (st.isSymbolicLink() || st.isDirectory()) {
     throw new CgroupWriteError(WriteErrorCodes.PATH_UNSAFE, `${absPath} is not a plain cgroup file`);
   }
   return { write, absPath, file };
-}
-
-function isInside(root: string, p: string): boolean {
-  const rel = posix.relative(root, p);
-  return rel === '' || (rel !== '..' && !rel.startsWith('../') && !posix.isAbsolute(rel));
 }
 
 /** What an applied write needs to be undone: the text the file held just before. */

@@ -244,7 +244,7 @@ describe('executePlan', () => {
       plan: plan(grow.writes[0]!, w(`${POD}/c2`, 'cpu', 'cpu.cfs_quota_us', '100000', '-1')),
     });
     expect(res.error?.code).toBe(WriteErrorCodes.PATH_UNSAFE);
-    expect(res.error?.message).toContain('resolves to /etc/evil');
+    expect(res.error?.message).toMatch(/resolves to "\/etc\/evil"/);
     expect(res.results.map((r) => r.status)).toEqual(['skipped', 'failed']);
     expect(k.writes).toEqual([]);
     expect(k.read('/etc/evil/cpu.cfs_quota_us')).toBe('-1');
