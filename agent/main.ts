@@ -1,15 +1,239 @@
-// Composition root. Until the engine lands it only checks for cluster configuration.
+// Composition root: config -> logger -> kube client -> cgroup layout -> checkpoint -> reconciler -> informer
+// -> queue -> http, and an ordered shutdown on SIGTERM. The only module that wires real I/O together.
 import { existsSync } from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { detectLayout } from '../cgroup/detect.ts';
+import { DEFAULT_MEMORY_MARGIN } from '../cgroup/planner.ts';
+import type { CgroupFs, CgroupLayout } from '../cgroup/types.ts';
+import { ConfigError, loadConfig, USAGE, type Config } from './config.ts';
+import { createKubePort, httpStatusOf, loadKubeConfig, type KubePort } from './kube/api.ts';
+import { createPodInformer, type PodInformer } from './kube/informer.ts';
+import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
+import { parseCpuMillicores, parseMemoryBytes } from './resize/quantity.ts';
+import { createActuator } from './reconcile/actuator.ts';
+import { createCheckpoint } from './reconcile/checkpoint.ts';
+import { createStatusPublisher } from './reconcile/publisher.ts';
+import { createKeyedQueue } from './reconcile/queue.ts';
+import { createReconciler, type NodeState, type Reconciler } from './reconcile/reconciler.ts';
+import { systemClock } from './util/backoff.ts';
 
-export async function runAgent(_argv: string[]): Promise<number> {
-  const inCluster = Boolean(process.env.KUBERNETES_SERVICE_HOST);
-  const kubeconfig = process.env.KUBECONFIG ?? join(homedir(), '.kube', 'config');
-  if (!inCluster && !existsSync(kubeconfig)) {
-    process.stderr.write('resizelet: no cluster configuration found, see deploy/ or run the demo (npm run demo)\n');
+export const realCgroupFs: CgroupFs = {
+  readFile: (p, enc) => fsp.readFile(p, enc),
+  writeFile: (p, d) => fsp.writeFile(p, d),
+  readdir: (p) => fsp.readdir(p),
+  lstat: (p) => fsp.lstat(p),
+  realpath: (p) => fsp.realpath(p),
+};
+
+export interface RunningAgent {
+  config: Config;
+  log: Logger;
+  layout: CgroupLayout;
+  metrics: AgentMetrics;
+  informer: PodInformer;
+  reconciler: Reconciler;
+  node(): NodeState;
+  stop(): Promise<void>;
+}
+
+/** Parses the Node's allocatable and capacity; a malformed value reads as unknown rather than crashing. */
+function nodeStateFrom(info: {
+  allocatable: Record<string, string>;
+  capacity: Record<string, string>;
+}): NodeState {
+  try {
+    return {
+      allocatable: {
+        cpuMilli: parseCpuMillicores(info.allocatable.cpu ?? '0'),
+        memoryBytes: parseMemoryBytes(info.allocatable.memory ?? '0'),
+      },
+      memoryCapacityBytes: info.capacity.memory ? parseMemoryBytes(info.capacity.memory) : undefined,
+    };
+  } catch {
+    return { allocatable: undefined, memoryCapacityBytes: undefined };
+  }
+}
+
+export async function startAgent(config: Config, log: Logger): Promise<RunningAgent> {
+  const clock = systemClock;
+  const metrics = createAgentMetrics();
+  const fs = realCgroupFs;
+
+  const mountinfo = await fsp.readFile(config.mountinfoPath, 'utf8');
+  const overrides: Partial<CgroupLayout> = {};
+  if (config.podsRoot) overrides.podsRoot = config.podsRoot;
+  if (config.driver) overrides.driver = config.driver;
+  if (config.runtime) overrides.runtime = config.runtime;
+  if (config.weightFormula) overrides.weightFormula = config.weightFormula;
+  const detected = await detectLayout({ fs, mountinfo, overrides });
+  const layout = detected.layout;
+  log.info({ layout, notes: detected.notes }, 'cgroup layout');
+  for (const c of detected.conflicts)
+    log.error({ conflict: c }, 'cgroup detection found contradicting evidence');
+
+  const checkpoint = createCheckpoint({
+    fs: fsp as never,
+    path: config.checkpointPath,
+    node: config.nodeName,
+  });
+  const loaded = await checkpoint.load();
+  if (loaded.problem) {
+    metrics.checkpointProblems.inc();
+    log.error(
+      { problem: loaded.problem, path: config.checkpointPath },
+      "CHECKPOINT CORRUPT: starting empty; allocations will be rebuilt from the pods' status annotations and live cgroups",
+    );
+  }
+
+  const kc = loadKubeConfig(config.kubeconfig);
+  const kube: KubePort = createKubePort(kc, { component: 'resizelet', host: config.nodeName });
+  let nodeState: NodeState = { allocatable: undefined, memoryCapacityBytes: undefined };
+
+  const actuator = createActuator({
+    fs,
+    layout,
+    memoryMargin: {
+      bytes: config.memoryMarginBytes,
+      fraction: config.memoryMarginFraction ?? DEFAULT_MEMORY_MARGIN.fraction,
+    },
+    log: log.child({ component: 'executor' }),
+    writeProcFile: (p, d) => fsp.writeFile(p, d),
+    procRoot: config.procRoot,
+  });
+  const publisher = createStatusPublisher({
+    kube,
+    clock,
+    log: log.child({ component: 'publisher' }),
+    onFailure: () => metrics.statusPatchFailures.inc(),
+  });
+
+  const queue = createKeyedQueue({
+    worker: (key) => reconciler.handle(key),
+    onError: (key, err) => log.error({ pod: key, err }, 'reconcile failed'),
+  });
+  const reconciler: Reconciler = createReconciler({
+    nodeName: config.nodeName,
+    cache: {
+      get: (ns, name) => informer.get(ns, name),
+      list: () => informer.list(),
+    },
+    actuator,
+    checkpoint,
+    publisher,
+    metrics,
+    log: log.child({ component: 'reconciler' }),
+    clock,
+    node: () => nodeState,
+    enqueue: (key) => queue.enqueue(key),
+    deferredRetryMs: config.deferredRetryMs,
+  });
+
+  const informer: PodInformer = createPodInformer({
+    kc,
+    nodeName: config.nodeName,
+    clock,
+    onChange: (key, pod) => {
+      reconciler.observe(pod);
+      queue.enqueue(key);
+    },
+    onError: (err, restartInMs) => {
+      metrics.informerRestarts.inc();
+      log.warn({ err: (err as Error)?.message ?? String(err), restartInMs }, 'pod watch failed; restarting');
+    },
+  });
+
+  // Enforce what the checkpoint holds before anything from the API server: a restarted agent must keep
+  // allocations true even while the API server is unreachable.
+  const enforced = await reconciler.enforceCheckpoint();
+  log.info({ pods: enforced, entries: checkpoint.all().length }, 'checkpoint enforced');
+
+  const timers: NodeJS.Timeout[] = [];
+  const refreshNode = async (): Promise<void> => {
+    try {
+      const before = nodeState.allocatable;
+      nodeState = nodeStateFrom(await kube.readNode(config.nodeName));
+      if (!before && nodeState.allocatable)
+        for (const p of informer.list()) queue.enqueue(`${p.metadata?.namespace}/${p.metadata?.name}`);
+    } catch (err) {
+      log.warn(
+        { err: (err as Error).message, status: httpStatusOf(err) },
+        'cannot read the Node; keeping the last allocatable',
+      );
+    }
+  };
+  await refreshNode();
+  timers.push(setInterval(() => void refreshNode(), 30_000));
+  void informer.start().catch((err: unknown) => log.error({ err }, 'informer start failed'));
+  timers.push(
+    setInterval(() => {
+      void reconciler.reconcileAll().catch((err: unknown) => log.error({ err }, 'drift check failed'));
+    }, config.reconcileIntervalMs),
+  );
+
+  return {
+    config,
+    log,
+    layout,
+    metrics,
+    informer,
+    reconciler,
+    node: () => nodeState,
+    async stop() {
+      for (const t of timers) clearInterval(t);
+      await informer.stop();
+      queue.stop();
+      // Give in-flight status patches a moment; cgroups are already written and the checkpoint is durable.
+      await Promise.race([publisher.idle(), clock.sleep(3_000)]);
+      publisher.stop();
+      reconciler.stop();
+      await checkpoint.save().catch(() => undefined);
+    },
+  };
+}
+
+export async function runAgent(argv: string[]): Promise<number> {
+  const home = join(homedir(), '.kube', 'config');
+  let config: Config;
+  try {
+    const c = loadConfig({ argv, env: process.env, homeKubeconfig: existsSync(home) ? home : undefined });
+    if (c === 'help') {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    config = c;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`resizelet: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const log = pino({ level: config.logLevel, base: { node: config.nodeName } });
+  let agent: RunningAgent;
+  try {
+    agent = await startAgent(config, log);
+  } catch (err) {
+    log.fatal({ err }, 'agent failed to start');
     return 1;
   }
-  process.stderr.write('resizelet: the resize engine is not built yet\n');
-  return 1;
+  let closeHttp: (() => Promise<void>) | undefined;
+  try {
+    const { startHttp } = await import('./http-server.ts');
+    closeHttp = await startHttp(agent);
+  } catch (err) {
+    log.fatal({ err }, 'cannot start the HTTP endpoint');
+    await agent.stop();
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  log.info('shutting down');
+  await closeHttp?.();
+  await agent.stop();
+  return 0;
 }

@@ -19,6 +19,9 @@ export interface CheckpointEntry {
    */
   phase: 'applying' | 'applied';
   previous?: WireAllocation[];
+  /** QoS class and running container IDs, so allocations can be enforced before the API server answers. */
+  qos: string;
+  containerIds: Record<string, string>;
   updatedAt: string;
 }
 

@@ -1,0 +1,183 @@
+// Carries an allocation into a pod's cgroups: locate the pod and container cgroups, read them, ask the pure
+// planner for an ordered list of writes, hand it to the executor, and afterwards bring oom_score_adj in
+// line with a changed memory request. No decisions about statuses here: the reconciler makes those.
+import { burstableOomScoreAdj } from '../../cgroup/convert.ts';
+import { executePlan, type ExecutorLog } from '../../cgroup/executor.ts';
+import { containerCgroupPath, parseContainerId, podCgroupPath, PathError } from '../../cgroup/paths.ts';
+import { planResize, type MemoryMargin, type PlanContainer } from '../../cgroup/planner.ts';
+import { listProcs, readCgroup } from '../../cgroup/reader.ts';
+import type {
+  CgroupFs,
+  CgroupLayout,
+  CgroupPath,
+  DesiredResources,
+  WriteResult,
+} from '../../cgroup/types.ts';
+import type { PodLike, QosClass, Resources } from '../resize/pod.ts';
+import type { DesiredContainer } from '../resize/validate.ts';
+
+export const ActuationFailures = {
+  notRunning: 'RESIZELET_ERR_CONTAINER_NOT_RUNNING',
+  wouldOom: 'RESIZELET_ERR_WOULD_OOM',
+  invalid: 'RESIZELET_ERR_INVALID_DESIRED',
+  unsafePath: 'RESIZELET_ERR_PATH_UNSAFE',
+} as const;
+
+export type Actuation =
+  | { ok: true; results: WriteResult[]; written: number; containerIds: Record<string, string> }
+  | { ok: false; code: string; message: string; results: WriteResult[] };
+
+export interface ActuatorDeps {
+  fs: CgroupFs;
+  layout: CgroupLayout;
+  memoryMargin: MemoryMargin;
+  log: ExecutorLog;
+  /** For oom_score_adj: writes `<procRoot>/<pid>/oom_score_adj`. */
+  writeProcFile(path: string, data: string): Promise<void>;
+  procRoot: string;
+}
+
+export function toDesired(r: Resources): DesiredResources {
+  return {
+    cpuRequestMilli: r.requests.cpu ?? null,
+    cpuLimitMilli: r.limits.cpu ?? null,
+    memoryRequestBytes: r.requests.memory ?? null,
+    memoryLimitBytes: r.limits.memory ?? null,
+  };
+}
+
+interface Located {
+  podPath: CgroupPath;
+  containers: Array<{ name: string; path: CgroupPath; id: string }>;
+}
+
+/** Finds the running containers' cgroups; a container not (yet) running is a reason to wait, not an error. */
+export function locate(
+  layout: CgroupLayout,
+  pod: PodLike,
+  names: string[],
+): Located | { error: string; code: string } {
+  const qos = (pod.status?.qosClass ?? 'Burstable') as QosClass;
+  try {
+    const podPath = podCgroupPath(layout, { uid: pod.metadata?.uid ?? '', qos });
+    const containers: Located['containers'] = [];
+    for (const name of names) {
+      const st = pod.status?.containerStatuses?.find((s) => s.name === name);
+      if (!st?.containerID || !st.state?.running) {
+        return {
+          code: ActuationFailures.notRunning,
+          error: `container ${JSON.stringify(name)} is not running yet`,
+        };
+      }
+      const ref = parseContainerId(st.containerID);
+      containers.push({ name, path: containerCgroupPath(layout, podPath, ref), id: st.containerID });
+    }
+    return { podPath, containers };
+  } catch (err) {
+    if (err instanceof PathError) return { code: ActuationFailures.unsafePath, error: err.message };
+    throw err;
+  }
+}
+
+export interface Actuator {
+  apply(pod: PodLike, desired: DesiredContainer[]): Promise<Actuation>;
+  /** After a memory request change on a Burstable pod: the kubelet's oom_score_adj for the new request. */
+  updateOomScoreAdj(
+    pod: PodLike,
+    desired: DesiredContainer[],
+    memoryCapacityBytes: bigint,
+  ): Promise<{ updated: number; refused: Array<{ pid: number; code: string }> }>;
+}
+
+export function createActuator(deps: ActuatorDeps): Actuator {
+  const { fs, layout } = deps;
+  return {
+    async apply(pod, desired) {
+      const where = locate(
+        layout,
+        pod,
+        desired.map((d) => d.name),
+      );
+      if ('error' in where) return { ok: false, code: where.code, message: where.error, results: [] };
+      let podReading;
+      const planContainers: PlanContainer[] = [];
+      try {
+        podReading = await readCgroup(fs, layout, where.podPath);
+        for (const [i, c] of where.containers.entries()) {
+          const reading = await readCgroup(fs, layout, c.path);
+          planContainers.push({
+            name: c.name,
+            path: c.path,
+            current: reading.settings,
+            usage: reading.usage,
+            desired: toDesired(desired[i]!.resources),
+          });
+        }
+      } catch (err) {
+        const e = err as { code?: string; message: string };
+        return { ok: false, code: e.code ?? 'RESIZELET_ERR_CGROUP_IO', message: e.message, results: [] };
+      }
+      const plan = planResize({
+        versions: {
+          cpu: layout.controllers.cpu.version,
+          cpuacct: layout.controllers.cpuacct.version,
+          memory: layout.controllers.memory.version,
+        },
+        weightFormula: layout.weightFormula,
+        pod: { path: where.podPath, current: podReading.settings, usage: podReading.usage },
+        containers: planContainers,
+        memoryMargin: deps.memoryMargin,
+      });
+      if (!plan.ok) return { ok: false, code: plan.code, message: plan.message, results: [] };
+      const exec = await executePlan({ fs, layout, plan, log: deps.log });
+      if (!exec.ok) {
+        return {
+          ok: false,
+          code: exec.error?.code ?? 'RESIZELET_ERR_CGROUP_IO',
+          message: exec.error?.message ?? 'a cgroup write failed',
+          results: exec.results,
+        };
+      }
+      const written = exec.results.filter((r) => r.status === 'written').length;
+      return {
+        ok: true,
+        results: exec.results,
+        written,
+        containerIds: Object.fromEntries(where.containers.map((c) => [c.name, c.id])),
+      };
+    },
+
+    async updateOomScoreAdj(pod, desired, memoryCapacityBytes) {
+      const refused: Array<{ pid: number; code: string }> = [];
+      let updated = 0;
+      if (pod.status?.qosClass !== 'Burstable') return { updated, refused };
+      const where = locate(
+        layout,
+        pod,
+        desired.map((d) => d.name),
+      );
+      if ('error' in where) return { updated, refused };
+      for (const [i, c] of where.containers.entries()) {
+        const request = desired[i]!.resources.requests.memory ?? 0n;
+        const adj = burstableOomScoreAdj(request, memoryCapacityBytes);
+        let pids: number[];
+        try {
+          pids = await listProcs(fs, layout, c.path);
+        } catch {
+          continue;
+        }
+        for (const pid of pids) {
+          try {
+            await deps.writeProcFile(`${deps.procRoot}/${pid}/oom_score_adj`, String(adj));
+            updated++;
+          } catch (err) {
+            // Lowering oom_score_adj needs CAP_SYS_RESOURCE; without it the kernel answers EACCES. The
+            // resize stands either way: this only changes who the OOM killer picks first.
+            refused.push({ pid, code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+          }
+        }
+      }
+      return { updated, refused };
+    },
+  };
+}
