@@ -18,7 +18,7 @@ import { createCheckpoint } from './reconcile/checkpoint.ts';
 import { createStatusPublisher } from './reconcile/publisher.ts';
 import { createKeyedQueue } from './reconcile/queue.ts';
 import { createReconciler, type NodeState, type Reconciler } from './reconcile/reconciler.ts';
-import { systemClock } from './util/backoff.ts';
+import { backoffDelay, systemClock } from './util/backoff.ts';
 
 export const realCgroupFs: CgroupFs = {
   readFile: (p, enc) => fsp.readFile(p, enc),
@@ -151,17 +151,32 @@ export async function startAgent(config: Config, log: Logger): Promise<RunningAg
   log.info({ pods: enforced, entries: checkpoint.all().length }, 'checkpoint enforced');
 
   const timers: NodeJS.Timeout[] = [];
+  // The Node's allocatable gates every admission: until it has been read, requests wait as Deferred, so
+  // a failed read is retried with backoff rather than at the next 30 s refresh.
+  let nodeAttempt = 0;
+  let nodeRetry: NodeJS.Timeout | undefined;
   const refreshNode = async (): Promise<void> => {
     try {
       const before = nodeState.allocatable;
       nodeState = nodeStateFrom(await kube.readNode(config.nodeName));
-      if (!before && nodeState.allocatable)
+      nodeAttempt = 0;
+      if (!before && nodeState.allocatable) {
         for (const p of informer.list()) queue.enqueue(`${p.metadata?.namespace}/${p.metadata?.name}`);
+      }
     } catch (err) {
       log.warn(
         { err: (err as Error).message, status: httpStatusOf(err) },
         'cannot read the Node; keeping the last allocatable',
       );
+      if (!nodeState.allocatable && !nodeRetry) {
+        nodeRetry = setTimeout(
+          () => {
+            nodeRetry = undefined;
+            void refreshNode();
+          },
+          200 + backoffDelay(nodeAttempt++, { baseMs: 500, maxMs: 10_000 }),
+        );
+      }
     }
   };
   await refreshNode();
@@ -183,6 +198,7 @@ export async function startAgent(config: Config, log: Logger): Promise<RunningAg
     node: () => nodeState,
     async stop() {
       for (const t of timers) clearInterval(t);
+      if (nodeRetry) clearTimeout(nodeRetry);
       await informer.stop();
       queue.stop();
       // Give in-flight status patches a moment; cgroups are already written and the checkpoint is durable.

@@ -100,9 +100,13 @@ export function createPodInformer(opts: PodInformerOptions): PodInformer {
   async function run(): Promise<void> {
     try {
       await lw.start();
-      synced = true;
-      attempt = 0;
-      touch();
+      // ListWatch.start() also returns after a failed list (it reports it through 'error'): only a list
+      // that produced a resourceVersion means the cache holds the node's pods.
+      if (lw.latestResourceVersion() !== '') {
+        synced = true;
+        attempt = 0;
+        touch();
+      }
     } catch (err) {
       scheduleRestart(err);
     }

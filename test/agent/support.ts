@@ -1,0 +1,102 @@
+// Helpers for tests that run the agent as a real process against the fake API server.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import type { FakeApiServer, Pod } from '../fakes/apiserver.ts';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+const tsx = `${repo}node_modules/.bin/tsx`;
+
+export interface AgentProcess {
+  child: ChildProcess;
+  logs: string[];
+  /** Resolves with the first log line matching. */
+  waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function startAgentProcess(args: string[], env: Record<string, string> = {}): AgentProcess {
+  const child = spawn(tsx, [`${repo}bin/resizelet.ts`, 'agent', ...args], {
+    cwd: repo,
+    env: { ...process.env, ...env, KUBERNETES_SERVICE_HOST: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  const onLine = (line: string): void => {
+    logs.push(line);
+    for (const w of [...waiters]) {
+      if (w.re.test(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  };
+  let buf = '';
+  const feed = (chunk: Buffer): void => {
+    buf += chunk.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      onLine(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  };
+  child.stdout!.on('data', feed);
+  child.stderr!.on('data', feed);
+  return {
+    child,
+    logs,
+    waitForLog(re, timeoutMs = 15_000) {
+      const hit = logs.find((l) => re.test(l));
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(
+          () =>
+            reject(
+              new Error(`no log line matching ${re} in ${timeoutMs} ms:\n${logs.slice(-20).join('\n')}`),
+            ),
+          timeoutMs,
+        );
+        waiters.push({
+          re,
+          resolve: (l) => {
+            clearTimeout(t);
+            resolve(l);
+          },
+        });
+      });
+    },
+    async kill(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function statusOf(api: FakeApiServer, ns: string, name: string): Record<string, unknown> | undefined {
+  const text = api.getPod(ns, name)?.metadata?.annotations?.['resizelet.io/resource-status'];
+  return text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
+}
+
+export function withAnnotations(pod: Pod, annotations: Record<string, string>): Pod {
+  return {
+    ...pod,
+    metadata: { ...pod.metadata, annotations: { ...pod.metadata?.annotations, ...annotations } },
+  };
+}
