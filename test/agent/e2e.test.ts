@@ -264,5 +264,5 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
     );
     expect(await quota(ctr)).toBe(150_000);
     expect(burner.alive()).toBe(true);
-  }, 40_000);
+  }, 60_000);
 });

@@ -46,7 +46,7 @@ export function startAgentProcess(args: string[], env: Record<string, string> = 
   return {
     child,
     logs,
-    waitForLog(re, timeoutMs = 15_000) {
+    waitForLog(re, timeoutMs = 30_000) {
       const hit = logs.find((l) => re.test(l));
       if (hit) return Promise.resolve(hit);
       return new Promise((resolve, reject) => {
