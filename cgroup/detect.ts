@@ -318,7 +318,10 @@ async function detectRuntime(
     return runtime;
   }
   if (fromPods.size > 1) {
-    const seen = [...fromPods].map(([r, n]) => `${r} x${n}`).join(', ');
+    const seen = [...fromPods]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([r, n]) => `${r} x${n}`)
+      .join(', ');
     conflicts.push(`pods on this node report several runtimes (${seen}); using ${fallback}`);
     return fallback;
   }
