@@ -1,4 +1,4 @@
-import { createFsFromVolume, Volume } from 'memfs';
+import { Volume } from 'memfs';
 import { describe, expect, it } from 'vitest';
 import { V1_MEMORY_UNLIMITED } from '../../cgroup/convert.ts';
 import { executePlan, writeErrorCodeFromErrno } from '../../cgroup/executor.ts';
@@ -9,6 +9,7 @@ import {
   type CgroupWrite,
   type Plan,
 } from '../../cgroup/types.ts';
+import { memCgroupFs } from '../support/cgroup-tree.ts';
 
 const CPU = '/sys/fs/cgroup/cpu';
 const MEM = '/sys/fs/cgroup/memory';
@@ -45,8 +46,8 @@ interface Recorder {
 }
 
 /**
- * memfs behind the CgroupFs port, with the kernel's normalization of memory limits (page floor, -1 -> the
- * page-max) and hooks to fail a write or store something else.
+ * The shared kernel-like memfs port (page floor, -1 -> the page-max, v1 EINVAL rules), recording every write
+ * attempt, with hooks to fail a write or store something else.
  */
 function kernelFs(
   vol: Volume,
@@ -55,24 +56,16 @@ function kernelFs(
     storeInstead?: (path: string, data: string) => string | undefined;
   } = {},
 ): Recorder {
-  const p = createFsFromVolume(vol).promises;
+  const inner = memCgroupFs(vol);
   const writes: string[] = [];
   const fs: CgroupFs = {
-    readFile: async (path) => String(await p.readFile(path, 'utf8')),
+    ...inner,
     async writeFile(path, data) {
       writes.push(`${path.replace('/sys/fs/cgroup/', '')}=${data}`);
       const errno = hooks.failWrite?.(path, data);
       if (errno) throw Object.assign(new Error(`${errno}: write ${path}`), { code: errno });
-      let stored = hooks.storeInstead?.(path, data) ?? data;
-      if (/memory\.(memsw\.)?limit_in_bytes$/.test(path)) {
-        const n = BigInt(stored.trim());
-        stored = String(n < 0n ? V1_MEMORY_UNLIMITED : n - (n % 4096n));
-      }
-      await p.writeFile(path, `${stored}\n`);
+      await inner.writeFile(path, hooks.storeInstead?.(path, data) ?? data);
     },
-    readdir: async (path) => (await p.readdir(path)).map(String),
-    lstat: (path) => p.lstat(path),
-    realpath: async (path) => String(await p.realpath(path)),
   };
   return { fs, writes, read: (path) => String(vol.readFileSync(path, 'utf8')).trim() };
 }
