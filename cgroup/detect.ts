@@ -43,13 +43,16 @@ export class DetectError extends Error {
   }
 }
 
+/** Resource quantities as the API returns them ("250m", "64Mi"); numbers are accepted for CPU cores. */
+export type Quantities = Record<string, string | number | undefined>;
+
 /** The fields of a Kubernetes pod detection looks at; a `V1Pod` from @kubernetes/client-node fits. */
 export interface PodLike {
   metadata?: { uid?: string; name?: string; namespace?: string };
   spec?: {
     containers?: {
       name: string;
-      resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+      resources?: { requests?: Quantities; limits?: Quantities };
     }[];
   };
   status?: { qosClass?: string; containerStatuses?: { name: string; containerID?: string }[] };
@@ -164,10 +167,10 @@ export interface DetectResult {
   conflicts: string[];
 }
 
-/** CPU quantity -> millicores ("250m", "1", "0.5", "1.5k" is not a CPU quantity anyone writes). */
-export function parseCpuMilli(q: string | undefined): number | null {
+/** CPU quantity -> millicores: "250m", "1", "0.5" (rounded up to whole millicores); null if unset or odd. */
+export function parseCpuMilli(q: string | number | undefined): number | null {
   if (q === undefined) return null;
-  const m = /^(\d+(?:\.\d+)?)(m?)$/.exec(q.trim());
+  const m = /^(\d+(?:\.\d+)?)(m?)$/.exec(String(q).trim());
   if (m === null || m[1] === undefined) return null;
   const n = Number(m[1]);
   return m[2] === 'm' ? Math.ceil(n) : Math.ceil(n * 1000);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Volume } from 'memfs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import type { PodLike as AgentPodLike } from '../../agent/resize/pod.ts';
 import { sharesFromMillicores, weightFromShares } from '../../cgroup/convert.ts';
 import {
   controllersFromMounts,
@@ -335,6 +336,12 @@ describe('detectLayout: configuration wins', () => {
   });
 });
 
+describe('PodLike', () => {
+  it("accepts the agent's pod objects as they are", () => {
+    expectTypeOf<AgentPodLike>().toExtend<PodLike>();
+  });
+});
+
 describe('parseCpuMilli', () => {
   it.each([
     ['250m', 250],
@@ -343,6 +350,7 @@ describe('parseCpuMilli', () => {
     ['2.25', 2250],
     [undefined, null],
     ['1Gi', null],
+    [2, 2000],
   ] as const)('%s -> %s', (q, m) => {
     expect(parseCpuMilli(q)).toBe(m);
   });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { quotaFromMillicores, sharesFromMillicores, sharesFromWeight } from '../../cgroup/convert.ts';
 import { detectLayout, parseCpuMilli } from '../../cgroup/detect.ts';
-import type { PodLike } from '../../cgroup/detect.ts';
+import type { PodLike, Quantities } from '../../cgroup/detect.ts';
 import {
   classifyChildDir,
   containerCgroupPath,
@@ -17,9 +17,9 @@ import type { CgroupLayout, QosClass } from '../../cgroup/types.ts';
 import { loadV1Fixture, loadV2Fixture } from '../support/cgroup-tree.ts';
 
 /** Memory quantities as they appear in these pod specs (64Mi, 128Mi, plain bytes). */
-function bytes(q: string | undefined): bigint | null {
+function bytes(q: string | number | undefined): bigint | null {
   if (q === undefined) return null;
-  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(q);
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(String(q));
   if (!m) throw new Error(`unexpected memory quantity ${q}`);
   const unit = { Ki: 1n << 10n, Mi: 1n << 20n, Gi: 1n << 30n }[m[2] ?? ''] ?? 1n;
   return BigInt(m[1]!) * unit;
@@ -33,8 +33,8 @@ interface Located {
     name: string;
     id: string;
     path: string;
-    requests: Record<string, string>;
-    limits: Record<string, string>;
+    requests: Quantities;
+    limits: Quantities;
   }[];
 }
 
