@@ -408,6 +408,10 @@ describe('memCgroupFs: the test fake writes like cgroupfs', () => {
     });
     // files cgroupfs does not have are never created
     await expect(t.fs.writeFile(at(t, 'cpu', 0, 'cpu.max'), 'max')).rejects.toMatchObject({ code: 'ENOENT' });
+    // a pod quota below a container's (the container has 50000)
+    await expect(t.fs.writeFile(at(t, 'cpu', null, 'cpu.cfs_quota_us'), '40000')).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
     // ... and what the kernel accepts goes through
     await t.fs.writeFile(at(t, 'cpu', null, 'cpu.cfs_quota_us'), '80000');
     await t.fs.writeFile(at(t, 'cpu', 0, 'cpu.cfs_quota_us'), '70000');

@@ -169,7 +169,7 @@ export interface FixtureNode {
 
 type WriteRule = (
   value: string,
-  at: { dir: string; read(dir: string, file: string): string | null },
+  at: { dir: string; read(dir: string, file: string): string | null; children(dir: string): string[] },
 ) => string;
 
 const errno = (code: string, path: string, detail: string): Error =>
@@ -200,13 +200,19 @@ const WRITE_RULES: Record<string, WriteRule> = {
   },
   // tg_set_cfs_bandwidth: quota >= 1 ms; v1 also runs tg_cfs_schedulable_down over the whole tree, so a
   // child may not get more bandwidth than its parent, and a parent may not drop below a child.
-  'cpu.cfs_quota_us': (v, { dir, read }) => {
+  'cpu.cfs_quota_us': (v, { dir, read, children }) => {
     const path = `${dir}/cpu.cfs_quota_us`;
     const q = int(v, path);
     if (q < 0n) return '-1';
     if (q < 1000n) throw errno('EINVAL', path, 'quota below 1000 us');
     const ratio = Number(q) / Number(read(dir, 'cpu.cfs_period_us') ?? '100000');
     if (ratio > v1Ratio(parentOf(dir), read, true)) throw errno('EINVAL', path, "quota above the parent's");
+    const below = (d: string, limit: number): boolean =>
+      children(d).every((c) => {
+        const own = v1Ratio(c, read, false);
+        return own === Infinity ? below(c, limit) : own <= limit && below(c, own);
+      });
+    if (!below(dir, ratio)) throw errno('EINVAL', path, "quota below a child's");
     return String(q);
   },
   'cpu.cfs_period_us': (v, { dir }) => {
@@ -264,6 +270,10 @@ export function memCgroupFs(vol: Volume, opts: { kernelWrites?: boolean } = {}):
   const p = vol.promises;
   const read = (dir: string, file: string): string | null =>
     vol.existsSync(`${dir}/${file}`) ? String(vol.readFileSync(`${dir}/${file}`, 'utf8')) : null;
+  const children = (dir: string): string[] =>
+    (vol.readdirSync(dir) as unknown[])
+      .map((n) => `${dir}/${String(n)}`)
+      .filter((c) => vol.lstatSync(c).isDirectory());
   return {
     readFile: async (path) => String(await p.readFile(path, 'utf8')),
     writeFile: async (path, data) => {
@@ -278,7 +288,7 @@ export function memCgroupFs(vol: Volume, opts: { kernelWrites?: boolean } = {}):
       const file = path.slice(path.lastIndexOf('/') + 1);
       const rule = WRITE_RULES[file];
       const value = data.trim();
-      const stored = rule ? rule(value, { dir: parentOf(path), read }) : value;
+      const stored = rule ? rule(value, { dir: parentOf(path), read, children }) : value;
       await p.writeFile(path, `${stored}\n`);
     },
     readdir: async (path) => ((await p.readdir(path)) as unknown[]).map(String),
