@@ -5,11 +5,13 @@ import { burstableOomScoreAdj } from '../../cgroup/convert.ts';
 import { executePlan, type ExecutorLog } from '../../cgroup/executor.ts';
 import { containerCgroupPath, parseContainerId, podCgroupPath, PathError } from '../../cgroup/paths.ts';
 import { planResize, type MemoryMargin, type PlanContainer } from '../../cgroup/planner.ts';
-import { listProcs, readCgroup } from '../../cgroup/reader.ts';
+import { listProcs, readSettings, readUsage } from '../../cgroup/reader.ts';
 import type {
   CgroupFs,
   CgroupLayout,
   CgroupPath,
+  CgroupSettings,
+  CgroupUsage,
   DesiredResources,
   WriteResult,
 } from '../../cgroup/types.ts';
@@ -99,18 +101,34 @@ export function createActuator(deps: ActuatorDeps): Actuator {
         desired.map((d) => d.name),
       );
       if ('error' in where) return { ok: false, code: where.code, message: where.error, results: [] };
-      let podReading;
+      let podReading: { settings: CgroupSettings; usage: Pick<CgroupUsage, 'workingSetBytes'> };
       const planContainers: PlanContainer[] = [];
       try {
-        podReading = await readCgroup(fs, layout, where.podPath);
+        // Settings always; usage only where a memory limit comes down (the planner's OOM guard needs the
+        // working set there and nowhere else): it halves the file reads of the common resize.
+        const readings = await Promise.all(
+          [where.podPath, ...where.containers.map((c) => c.path)].map((p) => readSettings(fs, layout, p)),
+        );
+        const desiredPodMemory = desired.every((d) => d.resources.limits.memory !== undefined)
+          ? desired.reduce((sum, d) => sum + (d.resources.limits.memory ?? 0n), 0n)
+          : null;
+        const shrinks = (current: bigint | null, next: bigint | null): boolean =>
+          next !== null && (current === null || next < current);
+        const usageOf = async (p: CgroupPath, shrinking: boolean) =>
+          shrinking ? await readUsage(fs, layout, p) : { workingSetBytes: 0n };
+        podReading = {
+          settings: readings[0]!,
+          usage: await usageOf(where.podPath, shrinks(readings[0]!.memoryLimitBytes, desiredPodMemory)),
+        };
         for (const [i, c] of where.containers.entries()) {
-          const reading = await readCgroup(fs, layout, c.path);
+          const settings = readings[i + 1]!;
+          const want = toDesired(desired[i]!.resources);
           planContainers.push({
             name: c.name,
             path: c.path,
-            current: reading.settings,
-            usage: reading.usage,
-            desired: toDesired(desired[i]!.resources),
+            current: settings,
+            usage: await usageOf(c.path, shrinks(settings.memoryLimitBytes, want.memoryLimitBytes)),
+            desired: want,
           });
         }
       } catch (err) {

@@ -19,7 +19,7 @@ export interface KeyedQueue {
 }
 
 export function createKeyedQueue(opts: KeyedQueueOptions): KeyedQueue {
-  const concurrency = opts.concurrency ?? 16;
+  const concurrency = opts.concurrency ?? 64;
   const waiting: string[] = [];
   const queued = new Set<string>();
   const active = new Set<string>();

@@ -52,6 +52,8 @@ export interface ReconcilerDeps {
   /** Re-run a key later (Deferred retries); the composition root wires this to the queue. */
   enqueue(key: string): void;
   deferredRetryMs: number;
+  /** Instrumentation for benchmarks: each resize's latency per stage, in milliseconds. */
+  onResizeTiming?: (t: { key: string; stage: 'cgroup' | 'completed'; ms: number }) => void;
 }
 
 /** What the agent knows of one pod, for the JSON view and metrics. */
@@ -155,6 +157,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
 
   function forget(key: string, uid?: string): void {
     const st = states.get(key);
+    if (uid ?? st?.uid) specTotalsByUid.delete((uid ?? st?.uid)!);
     if (st?.retryTimer) clearTimeout(st.retryTimer);
     states.delete(key);
     deferred.delete(key);
@@ -191,13 +194,50 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     return statusAllocation(pod);
   }
 
+  // Admission looks at every pod on the node for every request. A pod's spec resources never change (this
+  // is the point of resizelet), so their totals are computed once per pod UID; the allocation side is
+  // re-read only when its source (checkpoint entry or status text) changed.
+  const specTotalsByUid = new Map<string, RequestTotals>();
+  const allocTotalsMemo = new WeakMap<object, RequestTotals>();
+  const allocTotalsByText = new Map<string, RequestTotals>();
+  function podTotals(p: PodLike, st: PodState | undefined): RequestTotals {
+    const uid = p.metadata?.uid ?? '';
+    let spec = specTotalsByUid.get(uid);
+    if (!spec) {
+      spec = effectiveTotals(p, undefined);
+      specTotalsByUid.set(uid, spec);
+    }
+    const entry = uid ? checkpoint.get(uid) : undefined;
+    let alloc: RequestTotals | undefined;
+    if (entry) {
+      alloc = allocTotalsMemo.get(entry);
+      if (!alloc) {
+        alloc = effectiveTotals(p, allocationOf(p));
+        allocTotalsMemo.set(entry, alloc);
+      }
+    } else {
+      const text = st?.published ?? p.metadata?.annotations?.[Annotations.status];
+      if (text !== undefined) {
+        alloc = allocTotalsByText.get(text);
+        if (!alloc) {
+          alloc = effectiveTotals(p, statusAllocation(st ? view(p, st) : p));
+          // Bounded: texts are per pod and replaced often; a fresh map beats tracking which is stale.
+          if (allocTotalsByText.size > 4096) allocTotalsByText.clear();
+          allocTotalsByText.set(text, alloc);
+        }
+      }
+    }
+    return alloc ? maxTotals(spec, alloc) : spec;
+  }
+
   function othersTotals(exceptKey: string): RequestTotals[] {
     const out: RequestTotals[] = [];
     for (const p of cache.list()) {
+      if (isTerminal(p) || p.spec?.nodeName !== nodeName) continue;
       const key = podKey(p);
-      if (key === exceptKey || isTerminal(p) || p.spec?.nodeName !== nodeName) continue;
+      if (key === exceptKey) continue;
       const st = states.get(key);
-      const eff = effectiveTotals(st ? view(p, st) : p, allocationOf(p));
+      const eff = podTotals(p, st);
       out.push(st?.reserved ? maxTotals(eff, st.reserved) : eff);
     }
     return out;
@@ -313,18 +353,23 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const before = checkpoint.get(uid);
     const previous = fromAllocation(pod, allocation ?? new Map());
     st.reserved = totalRequests(d.desired.map((c) => c.resources));
+    // The cgroup writes do not wait for the checkpoint to be durable; the Completed status does (below).
+    // That order keeps the one promise a restart relies on: whatever a status annotation says is Completed,
+    // the checkpoint holds too. A crash before the save is durable leaves the old allocation checkpointed,
+    // a restarted agent re-applies it whole (never a mix), and the still-open request is judged again.
     recordCheckpoint(pod, d.desired, {
       observedRequest: d.hash,
       phase: 'applying',
       previous: wire(previous),
     });
-    await checkpoint.save();
+    const applyingSaved = checkpoint.save();
     const result = await actuator.apply(pod, d.desired);
     countWrites(result, false);
     const prevStatus = decodeStatus(view(pod, st).metadata?.annotations?.[Annotations.status]);
     const now = new Date(clock.now());
     const source = d.source;
     if (!result.ok) {
+      await applyingSaved.catch(() => undefined);
       st.reserved = undefined;
       if (before) checkpoint.set(before);
       else checkpoint.delete(uid);
@@ -351,12 +396,22 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       if (!unsafe) scheduleRetry(key, st);
       return;
     }
-    metrics.resizeDuration.observe({ stage: 'cgroup' }, (clock.now() - started) / 1000);
+    const cgroupMs = clock.now() - started;
+    metrics.resizeDuration.observe({ stage: 'cgroup' }, cgroupMs / 1000);
+    deps.onResizeTiming?.({ key, stage: 'cgroup', ms: cgroupMs });
     st.reserved = undefined;
     st.containerIds = result.containerIds;
     deferred.delete(key);
     recordCheckpoint(pod, d.desired, { observedRequest: d.hash, phase: 'applied' });
-    void checkpoint.save().catch((err: unknown) => log.error({ err }, 'checkpoint write failed'));
+    try {
+      await checkpoint.save();
+    } catch (err) {
+      // The cgroups hold the allocation, but a restarted agent could not know it: not Completed yet.
+      metrics.checkpointProblems.inc();
+      log.error({ pod: key, err }, 'checkpoint write failed; the resize is applied but not yet durable');
+      scheduleRetry(key, st);
+      return;
+    }
 
     const memoryRequestChanged = d.desired.some(
       (c, i) => c.resources.requests.memory !== previous[i]?.resources.requests.memory,
@@ -403,7 +458,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         { reason: EventReasons.Accepted, type: 'Normal', message: `resize accepted: ${describeSizes}` },
         { reason: EventReasons.Completed, type: 'Normal', message },
       ],
-      () => metrics.resizeDuration.observe({ stage: 'completed' }, (clock.now() - started) / 1000),
+      () => {
+        const ms = clock.now() - started;
+        metrics.resizeDuration.observe({ stage: 'completed' }, ms / 1000);
+        deps.onResizeTiming?.({ key, stage: 'completed', ms });
+      },
     );
     // A shrink frees room on the node: give Deferred requests another look.
     for (const k of deferred) if (k !== key) deps.enqueue(k);
@@ -435,7 +494,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         nodeName,
         now: new Date(clock.now()),
         allocatable: deps.node().allocatable,
-        others: othersTotals(key),
+        others: () => othersTotals(key),
         allocation,
       });
       // Latency is measured from the first sighting of the request text; key it by hash once decided.

@@ -19,8 +19,11 @@ export interface DecideInput {
   now: Date;
   /** The node's allocatable; undefined until the Node has been read (requests then wait as Deferred). */
   allocatable: RequestTotals | undefined;
-  /** Effective requests of every other non-terminal pod on the node (see admission.ts). */
-  others: RequestTotals[];
+  /**
+   * Effective requests of every other non-terminal pod on the node (see admission.ts). A function: only a
+   * request that reaches admission pays for walking the node's pods.
+   */
+  others: RequestTotals[] | (() => RequestTotals[]);
   /** What the agent holds as this pod's allocation (checkpoint, else the status annotation). */
   allocation: Map<string, Resources> | undefined;
 }
@@ -118,7 +121,7 @@ export function decide(input: DecideInput): Decision {
   }
   const verdict = admit({
     allocatable,
-    others,
+    others: typeof others === 'function' ? others() : others,
     before: effectiveTotals(pod, allocation),
     after: totalRequests(valid.desired.map((d) => d.resources)),
   });

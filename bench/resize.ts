@@ -1,0 +1,261 @@
+// `npm run bench -- resize [seconds]`: the resize path under load. A node of 110 and then 250 pods (real
+// cgroup v1 directories, removed afterwards) on the in-repo fake API server, which runs in its own process
+// as a real API server would; the real agent runs in this process (for its timing hook) and receives
+// resize requests, sent as merge patches over HTTP at 500/s. Per request we time the watch event ->
+// cgroups written, and -> Completed acknowledged by the API server. Writes bench/results/resize.json.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { loadConfig, type Config } from '../agent/config.ts';
+import { startAgent } from '../agent/main.ts';
+import {
+  createRealSandbox,
+  newContainerId,
+  newPodUid,
+  realCgroupsAvailable,
+} from '../test/support/real-cgroup.ts';
+import { percentile, printTable, round, writeResult } from './_report.ts';
+
+const RATE_PER_S = Number(process.argv[3] ?? 500);
+const seconds = Number(process.argv[2] ?? 5);
+const Mi = 1024n * 1024n;
+
+interface RunResult {
+  pods: number;
+  requests: number;
+  completed: number;
+  cgroup_p50_ms: number;
+  cgroup_p99_ms: number;
+  completed_p50_ms: number;
+  completed_p99_ms: number;
+  throughput_per_s: number;
+  drain_ms: number;
+}
+
+/** The fake API server as a child process, loaded with a state file; resolves with its URL and token. */
+async function startApiProcess(
+  statePath: string,
+  kubeconfigPath: string,
+): Promise<{ child: ChildProcess; url: string; token: string }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('../test/fakes/apiserver-main.ts', import.meta.url)),
+      '--state',
+      statePath,
+      '--kubeconfig',
+      kubeconfigPath,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  const { url } = JSON.parse(line) as { url: string };
+  const kc = JSON.parse(await readFile(kubeconfigPath, 'utf8')) as {
+    users: Array<{ user: { token: string } }>;
+  };
+  return { child, url, token: kc.users[0]!.user.token };
+}
+
+async function run(podCount: number): Promise<RunResult> {
+  const dir = await mkdtemp(join(tmpdir(), 'resizelet-bench-'));
+  const sandbox = await createRealSandbox();
+  let api: ChildProcess | undefined;
+  let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+  const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  try {
+    const pods: unknown[] = [];
+    const names: string[] = [];
+    for (let i = 0; i < podCount; i++) {
+      const uid = newPodUid();
+      const id = newContainerId();
+      const podPath = await sandbox.makePod(uid, 'Burstable', {
+        cpuShares: 102,
+        cpuQuotaUs: 20_000,
+        memoryLimitBytes: 128n * Mi,
+      });
+      await sandbox.makeContainer(podPath, id, {
+        cpuShares: 102,
+        cpuQuotaUs: 20_000,
+        memoryLimitBytes: 128n * Mi,
+      });
+      const name = `p${i}`;
+      names.push(name);
+      pods.push({
+        metadata: { name, namespace: 'bench', uid },
+        spec: {
+          nodeName: 'bench-node',
+          containers: [
+            {
+              name: 'app',
+              image: 'x',
+              resources: {
+                requests: { cpu: '100m', memory: '64Mi' },
+                limits: { cpu: '200m', memory: '128Mi' },
+              },
+            },
+          ],
+        },
+        status: {
+          phase: 'Running',
+          qosClass: 'Burstable',
+          containerStatuses: [{ name: 'app', containerID: `containerd://${id}`, state: { running: {} } }],
+        },
+      });
+    }
+    const state = {
+      namespaces: [{ metadata: { name: 'bench' } }],
+      nodes: [
+        {
+          metadata: { name: 'bench-node' },
+          status: { allocatable: { cpu: '1000', memory: '4Ti' }, capacity: { cpu: '1000', memory: '4Ti' } },
+        },
+      ],
+      pods,
+    };
+    await writeFile(join(dir, 'state.json'), JSON.stringify(state));
+    const server = await startApiProcess(join(dir, 'state.json'), join(dir, 'kubeconfig'));
+    api = server.child;
+    const target = new URL(server.url);
+    const patch = (name: string, body: string): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const req = http.request(
+          {
+            host: target.hostname,
+            port: target.port,
+            method: 'PATCH',
+            path: `/api/v1/namespaces/bench/pods/${name}`,
+            agent: keepAlive,
+            headers: {
+              'content-type': 'application/merge-patch+json',
+              authorization: `Bearer ${server.token}`,
+            },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () =>
+              res.statusCode === 200 ? resolve() : reject(new Error(`PATCH ${name}: ${res.statusCode}`)),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+
+    const config = loadConfig({
+      argv: [
+        '--node-name',
+        'bench-node',
+        '--kubeconfig',
+        join(dir, 'kubeconfig'),
+        '--pods-root',
+        sandbox.layout.podsRoot,
+        '--cgroup-driver',
+        'cgroupfs',
+        '--runtime',
+        'containerd',
+        '--checkpoint',
+        join(dir, 'checkpoint.json'),
+        '--listen',
+        '127.0.0.1:0',
+        '--reconcile-interval',
+        '1h',
+      ],
+      env: {},
+      homeKubeconfig: undefined,
+    }) as Config;
+
+    const cgroupMs: number[] = [];
+    const completedMs: number[] = [];
+    let lastCompletionAt = 0;
+    agent = await startAgent(config, pino({ level: 'silent' }), {
+      onResizeTiming: ({ stage, ms }) => {
+        if (stage === 'cgroup') cgroupMs.push(ms);
+        else {
+          completedMs.push(ms);
+          lastCompletionAt = performance.now();
+        }
+      },
+    });
+    while (!agent.informer.synced || agent.informer.list().length < podCount)
+      await new Promise((r) => setTimeout(r, 20));
+
+    // Pace requests at RATE_PER_S in 10 ms ticks, round-robin over the pods, each a new CPU limit.
+    const total = Math.round(RATE_PER_S * seconds);
+    const perTick = RATE_PER_S / 100;
+    const lastRequest = new Map<string, string>();
+    const inflight: Array<Promise<void>> = [];
+    const start = performance.now();
+    let sent = 0;
+    while (sent < total) {
+      const due = Math.min(total, Math.floor(((performance.now() - start) / 10) * perTick) + perTick);
+      for (; sent < due; sent++) {
+        const name = names[sent % names.length]!;
+        const limit = `${300 + (sent % 700)}m`;
+        lastRequest.set(name, limit);
+        const text = JSON.stringify({ app: { limits: { cpu: limit } } });
+        inflight.push(
+          patch(name, JSON.stringify({ metadata: { annotations: { 'resizelet.io/resize': text } } })),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await Promise.all(inflight);
+    const sentAt = performance.now();
+    // Drain: every pod's status (as the agent's own watch sees it) answers its last request.
+    const done = (): boolean =>
+      names.every((n) => {
+        const s = agent!.informer.get('bench', n)?.metadata?.annotations?.['resizelet.io/resource-status'];
+        return s !== undefined && s.includes('"Completed"') && s.includes(`"cpu":"${lastRequest.get(n)}"`);
+      });
+    while (!done()) {
+      if (performance.now() - sentAt > 30_000) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return {
+      pods: podCount,
+      requests: total,
+      completed: completedMs.length,
+      cgroup_p50_ms: round(percentile(cgroupMs, 50)),
+      cgroup_p99_ms: round(percentile(cgroupMs, 99)),
+      completed_p50_ms: round(percentile(completedMs, 50)),
+      completed_p99_ms: round(percentile(completedMs, 99)),
+      throughput_per_s: round(completedMs.length / ((lastCompletionAt - start) / 1000), 1),
+      drain_ms: round(Math.max(0, lastCompletionAt - sentAt), 1),
+    };
+  } finally {
+    await agent?.stop();
+    keepAlive.destroy();
+    if (api && api.exitCode === null) {
+      const exited = once(api, 'exit');
+      api.kill('SIGTERM');
+      await exited;
+    }
+    await sandbox.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const available = realCgroupsAvailable();
+if (!available.ok) {
+  process.stderr.write(`bench resize needs writable cgroup v1 hierarchies: ${available.reason}\n`);
+  process.exit(1);
+}
+const runs: RunResult[] = [];
+for (const pods of [110, 250]) runs.push(await run(pods));
+printTable(runs.map((r) => ({ ...r })));
+const main = runs.find((r) => r.pods === 250)!;
+const path = writeResult('resize', { ...main, rate_per_s: RATE_PER_S, seconds, runs });
+process.stdout.write(
+  `\ntargets: cgroup p99 < 10 ms, Completed p99 < 50 ms, ${RATE_PER_S}/s without a growing backlog (drain_ms small)\nwrote ${path}\n`,
+);
+process.exit(0);
