@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import type { KubePort } from '../../agent/kube/api.ts';
+import { createStatusPublisher } from '../../agent/reconcile/publisher.ts';
+import type { Clock } from '../../agent/util/backoff.ts';
+
+const pod = { metadata: { namespace: 'shop', name: 'web', uid: 'u' }, spec: { containers: [] } };
+const quietLog = { warn: () => undefined, debug: () => undefined };
+const instantClock: Clock = { now: () => 0, sleep: () => new Promise((r) => setTimeout(r, 0)) };
+
+function fakeKube(failures: number[], patches: string[]): KubePort {
+  let call = 0;
+  return {
+    async patchPodAnnotations(_ns, _name, annotations) {
+      const status = failures[call++];
+      if (status !== undefined && status !== 200)
+        throw Object.assign(new Error(`HTTP ${status}`), { code: status });
+      patches.push(String(annotations['resizelet.io/resource-status']));
+    },
+    async createPodEvent() {},
+    async readNode() {
+      return { name: 'n', allocatable: {}, capacity: {} };
+    },
+  };
+}
+
+describe('status publisher', () => {
+  it('retries until the API server takes the status, and acknowledges once', async () => {
+    const patches: string[] = [];
+    let acks = 0;
+    let failuresSeen = 0;
+    const p = createStatusPublisher({
+      kube: fakeKube([500, 503, 200], patches),
+      clock: instantClock,
+      log: quietLog,
+      onFailure: () => failuresSeen++,
+    });
+    p.publish(pod, 'S1', () => acks++);
+    await p.idle();
+    expect(patches).toEqual(['S1']);
+    expect(acks).toBe(1);
+    expect(failuresSeen).toBe(2);
+  });
+
+  it('latest wins: a newer status replaces an unsent one', async () => {
+    const patches: string[] = [];
+    const p = createStatusPublisher({ kube: fakeKube([500], patches), clock: instantClock, log: quietLog });
+    p.publish(pod, 'S1');
+    p.publish(pod, 'S2');
+    p.publish(pod, 'S3');
+    await p.idle();
+    expect(patches.at(-1)).toBe('S3');
+    expect(patches).not.toContain('S2');
+  });
+
+  it('drops the status of a pod that is gone (404)', async () => {
+    const patches: string[] = [];
+    const p = createStatusPublisher({ kube: fakeKube([404], patches), clock: instantClock, log: quietLog });
+    p.publish(pod, 'S1');
+    await p.idle();
+    expect(patches).toEqual([]);
+    expect(p.backlog).toBe(0);
+  });
+});
