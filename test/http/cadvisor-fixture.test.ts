@@ -104,7 +104,7 @@ describe('against the kubelet cAdvisor output of the same node', () => {
     const quota = ours.samples.filter(
       (s) => s.name === 'container_spec_cpu_period' && s.labels.pod === 'web',
     );
-    const byId = (suffix: string) => quota.find((s) => s.labels.id.endsWith(suffix))!.labels;
+    const byId = (suffix: string) => quota.find((s) => s.labels.id?.endsWith(suffix))!.labels;
     expect(byId('podcf465464-3b26-4394-955d-7a1709b6fe93')).toEqual({
       container: '',
       id: '/kubepods/burstable/podcf465464-3b26-4394-955d-7a1709b6fe93',
