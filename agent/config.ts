@@ -31,6 +31,11 @@ export interface Config {
   /** Headroom a lowered memory limit must leave above the working set. */
   memoryMarginBytes: bigint;
   memoryMarginFraction: number;
+  /**
+   * D-Bus address of systemd, used on systemd-driver nodes so resizes survive a daemon-reload; null = off
+   * (`none`): cgroup files only.
+   */
+  systemdBus: string | null;
 }
 
 export class ConfigError extends Error {
@@ -53,6 +58,7 @@ const options = {
   'deferred-retry': { type: 'string' },
   'log-level': { type: 'string' },
   'memory-margin': { type: 'string' },
+  'systemd-bus': { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -71,6 +77,8 @@ export const USAGE = `usage: resizelet agent [flags]   (each flag also reads the
   --reconcile-interval DUR  drift check period [RESIZELET_RECONCILE_INTERVAL] default 10s
   --deferred-retry DUR      retry period for Deferred requests [RESIZELET_DEFERRED_RETRY] default 5s
   --memory-margin BYTES     min headroom above working set when lowering memory [RESIZELET_MEMORY_MARGIN] default 8388608
+  --systemd-bus ADDRESS     systemd driver: where to reach systemd so resizes survive daemon-reload [RESIZELET_SYSTEMD_BUS]
+                            default unix:path=/run/systemd/private (or unix:path=/run/dbus/system_bus_socket); none = off
   --log-level LEVEL         [RESIZELET_LOG_LEVEL] default info
 `;
 
@@ -130,6 +138,15 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
   const lm = /^(.*):(\d+)$/.exec(listen);
   if (!lm) throw new ConfigError(`--listen: ${JSON.stringify(listen)} is not HOST:PORT`);
   const margin = get('memory-margin', 'RESIZELET_MEMORY_MARGIN') ?? '8388608';
+  const systemdBus = get('systemd-bus', 'RESIZELET_SYSTEMD_BUS') || 'unix:path=/run/systemd/private';
+  if (
+    systemdBus !== 'none' &&
+    !/^(?:unix:(?:path|abstract)=[^,]+|tcp:host=[^,]+,port=\d+)/.test(systemdBus)
+  ) {
+    throw new ConfigError(
+      `--systemd-bus: ${JSON.stringify(systemdBus)} is not a D-Bus address (unix:path=/run/systemd/private) or none`,
+    );
+  }
   if (!/^\d+$/.test(margin))
     throw new ConfigError(`--memory-margin: ${JSON.stringify(margin)} is not a byte count`);
 
@@ -162,5 +179,6 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
     logLevel: get('log-level', 'RESIZELET_LOG_LEVEL') ?? 'info',
     memoryMarginBytes: BigInt(margin),
     memoryMarginFraction: 0.05,
+    systemdBus: systemdBus === 'none' ? null : systemdBus,
   });
 }

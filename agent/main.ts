@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { detectLayout } from '../cgroup/detect.ts';
 import { DEFAULT_MEMORY_MARGIN } from '../cgroup/planner.ts';
+import { createSystemdSync } from '../cgroup/systemd-apply.ts';
+import { createDbusSystemdPort } from '../cgroup/systemd-bus.ts';
 import type { CgroupFs, CgroupLayout } from '../cgroup/types.ts';
 import { ConfigError, loadConfig, USAGE, type Config } from './config.ts';
 import { createKubePort, httpStatusOf, loadKubeConfig, type KubePort } from './kube/api.ts';
@@ -107,6 +109,13 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
   const kube: KubePort = createKubePort(kc, { component: 'resizelet', host: config.nodeName });
   let nodeState: NodeState = { allocatable: undefined, memoryCapacityBytes: undefined };
 
+  // systemd driver: resizes also go to systemd as runtime unit properties, or a daemon-reload (any package
+  // upgrade) puts the pod spec's limits back. The connection is made on first use and remade after a loss.
+  const systemdPort =
+    layout.driver === 'systemd' && config.systemdBus
+      ? createDbusSystemdPort({ address: config.systemdBus, log: log.child({ component: 'systemd' }) })
+      : undefined;
+  if (systemdPort) log.info({ address: config.systemdBus }, 'resizes go through systemd as well as cgroupfs');
   const actuator = createActuator({
     fs,
     layout,
@@ -117,6 +126,17 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     log: log.child({ component: 'executor' }),
     writeProcFile: async (p, d) => writeFileSync(p, d),
     procRoot: config.procRoot,
+    systemd:
+      systemdPort &&
+      createSystemdSync({
+        port: systemdPort,
+        versions: {
+          cpu: layout.controllers.cpu.version,
+          cpuacct: layout.controllers.cpuacct.version,
+          memory: layout.controllers.memory.version,
+        },
+        log: log.child({ component: 'systemd' }),
+      }),
   });
   const publisher = createStatusPublisher({
     kube,
@@ -221,6 +241,7 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
       await Promise.race([publisher.idle(), clock.sleep(3_000)]);
       publisher.stop();
       reconciler.stop();
+      await systemdPort?.close();
       await checkpoint.save().catch(() => undefined);
     },
   };

@@ -16,6 +16,7 @@ export interface AgentMetrics {
   oomScoreAdjFailures: Counter<'reason'>;
   informerRestarts: Counter;
   checkpointProblems: Counter;
+  systemdFallbacks: Counter<'reason'>;
 }
 
 export function createAgentMetrics(registry: Registry = new Registry()): AgentMetrics {
@@ -78,6 +79,12 @@ export function createAgentMetrics(registry: Registry = new Registry()): AgentMe
     checkpointProblems: new Counter({
       name: 'resizelet_checkpoint_problems_total',
       help: 'Checkpoint files found corrupt or unreadable at start (rebuilt from status annotations and live cgroups), or failed writes.',
+      registers,
+    }),
+    systemdFallbacks: new Counter({
+      name: 'resizelet_systemd_fallbacks_total',
+      help: 'Applies on a systemd-driver node whose values systemd could not be given (reason: unreachable, timeout, refused): written to the cgroup files only, so a daemon-reload would undo them until the reconcile loop re-applies them through systemd.',
+      labelNames: ['reason'] as const,
       registers,
     }),
   };

@@ -26,6 +26,12 @@ export interface ExecutePlanOptions {
   layout: Pick<CgroupLayout, 'controllers'>;
   plan: Plan;
   log?: ExecutorLog;
+  /**
+   * Plan write index -> other texts the file may read back. Only for writes whose value another owner of
+   * the cgroup also holds and renders its own way: systemd, for values handed to it as unit properties
+   * (cgroup/systemd-apply.ts), may show its rounding of a CPU quota. Exactly those texts, nothing between.
+   */
+  alsoAccept?: ReadonlyMap<number, readonly string[]>;
 }
 
 export class CgroupWriteError extends Error {
@@ -189,7 +195,11 @@ export async function executePlan(opts: ExecutePlanOptions): Promise<ExecutionRe
       return fail(i, toWriteError(err, 'read back', absPath));
     }
     // The kubelet and the runtime write these files too, and a kernel may clamp: trust only what reads back.
-    if (!sameSettingValue(file, write.value, after)) {
+    const accepted = opts.alsoAccept?.get(i) ?? [];
+    if (
+      !sameSettingValue(file, write.value, after) &&
+      !accepted.some((t) => sameSettingValue(file, t, after))
+    ) {
       const e = new CgroupWriteError(
         WriteErrorCodes.READBACK_MISMATCH,
         `${absPath}: wrote ${JSON.stringify(write.value)}, read back ${JSON.stringify(after.trim())}`,

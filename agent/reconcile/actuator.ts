@@ -5,6 +5,7 @@ import { burstableOomScoreAdj } from '../../cgroup/convert.ts';
 import { executePlan, type ExecutorLog } from '../../cgroup/executor.ts';
 import { containerCgroupPath, parseContainerId, podCgroupPath, PathError } from '../../cgroup/paths.ts';
 import { planResize, type MemoryMargin, type PlanContainer } from '../../cgroup/planner.ts';
+import type { SystemdFallback, SystemdSync } from '../../cgroup/systemd-apply.ts';
 import { listProcs, readSettings, readUsage } from '../../cgroup/reader.ts';
 import type {
   CgroupFs,
@@ -26,8 +27,15 @@ export const ActuationFailures = {
 } as const;
 
 export type Actuation =
-  | { ok: true; results: WriteResult[]; written: number; containerIds: Record<string, string> }
-  | { ok: false; code: string; message: string; results: WriteResult[] };
+  | {
+      ok: true;
+      results: WriteResult[];
+      written: number;
+      containerIds: Record<string, string>;
+      /** systemd could not be told (systemd driver): the values were written directly only. */
+      systemdFallback?: SystemdFallback;
+    }
+  | { ok: false; code: string; message: string; results: WriteResult[]; systemdFallback?: SystemdFallback };
 
 export interface ActuatorDeps {
   fs: CgroupFs;
@@ -37,6 +45,11 @@ export interface ActuatorDeps {
   /** For oom_score_adj: writes `<procRoot>/<pid>/oom_score_adj`. */
   writeProcFile(path: string, data: string): Promise<void>;
   procRoot: string;
+  /**
+   * On systemd-driver nodes: hand every plan to systemd as runtime unit properties before the direct
+   * writes, so a `systemctl daemon-reload` keeps the resize (cgroup/systemd-apply.ts). Unset: direct only.
+   */
+  systemd?: SystemdSync;
 }
 
 export function toDesired(r: Resources): DesiredResources {
@@ -147,13 +160,26 @@ export function createActuator(deps: ActuatorDeps): Actuator {
         memoryMargin: deps.memoryMargin,
       });
       if (!plan.ok) return { ok: false, code: plan.code, message: plan.message, results: [] };
-      const exec = await executePlan({ fs, layout, plan, log: deps.log });
+      const systemd = layout.driver === 'systemd' ? deps.systemd : undefined;
+      const sync = systemd && {
+        podUid: pod.metadata?.uid ?? '',
+        plan,
+        cgroups: [
+          { path: where.podPath, settings: podReading.settings },
+          ...planContainers.map((c) => ({ path: c.path, settings: c.current })),
+        ],
+      };
+      const viaSystemd = sync && (await systemd.before(sync));
+      const exec = await executePlan({ fs, layout, plan, log: deps.log, alsoAccept: viaSystemd?.alsoAccept });
+      if (sync && viaSystemd) await systemd.after({ ...sync, outcome: viaSystemd, execution: exec });
+      const fallback = viaSystemd?.fallback ? { systemdFallback: viaSystemd.fallback } : {};
       if (!exec.ok) {
         return {
           ok: false,
           code: exec.error?.code ?? 'RESIZELET_ERR_CGROUP_IO',
           message: exec.error?.message ?? 'a cgroup write failed',
           results: exec.results,
+          ...fallback,
         };
       }
       const written = exec.results.filter((r) => r.status === 'written').length;
@@ -162,6 +188,7 @@ export function createActuator(deps: ActuatorDeps): Actuator {
         results: exec.results,
         written,
         containerIds: Object.fromEntries(where.containers.map((c) => [c.name, c.id])),
+        ...fallback,
       };
     },
 

@@ -296,6 +296,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       }
       if (r.status === 'failed' && r.error) metrics.cgroupWriteErrors.inc({ code: r.error.code });
     }
+    // systemd-driver nodes: values written directly only, until a later apply reaches systemd.
+    if (a.systemdFallback) metrics.systemdFallbacks.inc({ reason: a.systemdFallback.reason });
   }
 
   /** Keep an existing allocation true: re-apply when a container restarted (new ID) or when forced. */
@@ -429,7 +431,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     }
 
     const changedNames = d.changed.length > 0 ? d.changed.join(', ') : 'no container';
-    const message = `resized ${changedNames} in place (${result.written} cgroup writes)`;
+    // Applied, but a daemon-reload before the reconcile loop reaches systemd would undo it: say so.
+    const systemdNote = result.systemdFallback
+      ? ` (systemd unreachable: ${result.systemdFallback.message}; applied directly, will re-apply)`
+      : '';
+    const message = `resized ${changedNames} in place (${result.written} cgroup writes)${systemdNote}`;
     const status = buildStatus(
       prevStatus,
       {
