@@ -45,6 +45,10 @@ export interface ActuatorDeps {
   /** For oom_score_adj: writes `<procRoot>/<pid>/oom_score_adj`. */
   writeProcFile(path: string, data: string): Promise<void>;
   procRoot: string;
+  /** Sends a signal to a host PID (process.kill); injected so tests can watch it. */
+  signal?(pid: number, signal: NodeJS.Signals): void;
+  /** Time a container's processes get between SIGTERM and SIGKILL. */
+  restartGraceMs?: number;
   /**
    * On systemd-driver nodes: hand every plan to systemd as runtime unit properties before the direct
    * writes, so a `systemctl daemon-reload` keeps the resize (cgroup/systemd-apply.ts). Unset: direct only.
@@ -96,6 +100,11 @@ export function locate(
 
 export interface Actuator {
   apply(pod: PodLike, desired: DesiredContainer[]): Promise<Actuation>;
+  /**
+   * Stops the processes of the named containers (SIGTERM, then SIGKILL after a grace period) so that the
+   * kubelet restarts them under the pod's restartPolicy. Returns how many processes were signalled.
+   */
+  restartContainers(pod: PodLike, names: string[]): Promise<number>;
   /** After a memory request change on a Burstable pod: the kubelet's oom_score_adj for the new request. */
   updateOomScoreAdj(
     pod: PodLike,
@@ -190,6 +199,41 @@ export function createActuator(deps: ActuatorDeps): Actuator {
         containerIds: Object.fromEntries(where.containers.map((c) => [c.name, c.id])),
         ...fallback,
       };
+    },
+
+    async restartContainers(pod, names) {
+      const where = locate(layout, pod, names);
+      if ('error' in where) return 0;
+      const signal = deps.signal ?? ((pid: number, sig: NodeJS.Signals) => process.kill(pid, sig));
+      let signalled = 0;
+      for (const c of where.containers) {
+        const pids = await listProcs(fs, layout, c.path).catch(() => [] as number[]);
+        for (const pid of pids) {
+          try {
+            signal(pid, 'SIGTERM');
+            signalled++;
+          } catch {
+            // Already gone.
+          }
+        }
+        // Whatever is still in the container's cgroup after the grace period gets SIGKILL. Re-reading
+        // cgroup.procs (rather than reusing the PID list) never signals a PID the kernel has reused.
+        const timer = setTimeout(() => {
+          void listProcs(fs, layout, c.path)
+            .then((left) => {
+              for (const pid of left) {
+                try {
+                  signal(pid, 'SIGKILL');
+                } catch {
+                  // Already gone.
+                }
+              }
+            })
+            .catch(() => undefined);
+        }, deps.restartGraceMs ?? 10_000);
+        timer.unref?.();
+      }
+      return signalled;
     },
 
     async updateOomScoreAdj(pod, desired, memoryCapacityBytes) {

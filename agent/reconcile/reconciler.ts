@@ -75,7 +75,14 @@ interface PodState {
   /** When the watch first delivered the current request (for resize latency). */
   seen?: { hash: string; at: number };
   retryTimer?: NodeJS.Timeout;
+  /** A RestartContainer resize waiting for the kubelet to restart these containers (their old IDs). */
+  pendingRestart?: { hash: string; ids: Record<string, string>; deadline: number };
+  /** The request whose containers were already restarted: apply it without restarting again. */
+  restartedFor?: string;
 }
+
+/** How long a RestartContainer resize waits for the kubelet before it restarts the containers again. */
+const RESTART_WAIT_MS = 120_000;
 
 const wire = (d: DesiredContainer[]) => d.map((c) => toWireAllocation(c.name, c.resources));
 
@@ -343,6 +350,73 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     return result.written;
   }
 
+  /** Containers whose changed resources have the RestartContainer policy. */
+  function containersToRestart(
+    d: Extract<ReturnType<typeof decide>, { kind: 'actuate' }>,
+    previous: DesiredContainer[],
+  ): string[] {
+    const out: string[] = [];
+    for (const [i, c] of d.desired.entries()) {
+      const before = previous[i]?.resources;
+      if (!before) continue;
+      const cpu =
+        c.resources.requests.cpu !== before.requests.cpu || c.resources.limits.cpu !== before.limits.cpu;
+      const memory =
+        c.resources.requests.memory !== before.requests.memory ||
+        c.resources.limits.memory !== before.limits.memory;
+      if (
+        (cpu && d.policy.cpu === 'RestartContainer') ||
+        (memory && d.policy.memory === 'RestartContainer')
+      ) {
+        out.push(c.name);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * RestartContainer: record the allocation first (so the restarted container gets it), then stop the
+   * containers' processes and wait, as Accepted, for the kubelet to start new ones; `handle` then applies
+   * the allocation to them and completes.
+   */
+  async function restartForResize(
+    key: string,
+    pod: PodLike,
+    st: PodState,
+    d: Extract<ReturnType<typeof decide>, { kind: 'actuate' }>,
+    previous: DesiredContainer[],
+    names: string[],
+  ): Promise<void> {
+    recordCheckpoint(pod, d.desired, { observedRequest: d.hash, phase: 'applied', previous: wire(previous) });
+    await checkpoint.save();
+    const ids = runningIds(pod);
+    st.pendingRestart = {
+      hash: d.hash,
+      ids: Object.fromEntries(names.map((n) => [n, ids[n] ?? ''])),
+      deadline: clock.now() + RESTART_WAIT_MS,
+    };
+    const signalled = await actuator.restartContainers(pod, names);
+    const message = `restarting ${names.join(', ')} to apply the resize (RestartContainer policy; ${signalled} processes signalled)`;
+    log.info({ pod: key, containers: names, signalled }, 'restarting containers for a resize');
+    const prevStatus = decodeStatus(view(pod, st).metadata?.annotations?.[Annotations.status]);
+    const status = buildStatus(
+      prevStatus,
+      {
+        resizeStatus: ResizeStatuses.Accepted,
+        allocatedResources: wire(d.desired),
+        observedRequest: d.hash,
+        message,
+        source: d.source,
+      },
+      new Date(clock.now()),
+    );
+    publish(pod, st, status, [
+      { reason: EventReasons.Accepted, type: 'Normal', message: 'resize accepted' },
+      { reason: EventReasons.Restarting, type: 'Normal', message },
+    ]);
+    scheduleRetry(key, st);
+  }
+
   async function actuate(
     key: string,
     pod: PodLike,
@@ -355,6 +429,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const before = checkpoint.get(uid);
     const previous = fromAllocation(pod, allocation ?? new Map());
     st.reserved = totalRequests(d.desired.map((c) => c.resources));
+    const restartNames = containersToRestart(d, previous);
+    if (restartNames.length > 0 && st.restartedFor !== d.hash) {
+      await restartForResize(key, pod, st, d, previous, restartNames);
+      return;
+    }
     // The cgroup writes do not wait for the checkpoint to be durable; the Completed status does (below).
     // That order keeps the one promise a restart relies on: whatever a status annotation says is Completed,
     // the checkpoint holds too. A crash before the save is durable leaves the old allocation checkpointed,
@@ -493,6 +572,21 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       }
       if (pod.metadata?.annotations?.[Annotations.disabled] === 'true') return;
       const st = stateFor(key, pod.metadata?.uid ?? '');
+      if (st.pendingRestart) {
+        const pending = st.pendingRestart;
+        const ids = runningIds(pod);
+        const names = Object.keys(pending.ids);
+        if (names.every((n) => ids[n] !== undefined && ids[n] !== pending.ids[n])) {
+          st.restartedFor = pending.hash;
+          st.pendingRestart = undefined;
+        } else if (clock.now() < pending.deadline) {
+          scheduleRetry(key, st);
+          return;
+        } else {
+          log.warn({ pod: key, containers: names }, 'containers did not restart in time; restarting again');
+          st.pendingRestart = undefined;
+        }
+      }
       const seen = view(pod, st);
       const allocation = allocationOf(seen);
       const d = decide({
@@ -549,6 +643,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         const pod = cached && cached.metadata?.uid === entry.uid ? cached : podFromCheckpoint(entry);
         const key = `${entry.namespace}/${entry.name}`;
         const st = stateFor(key, entry.uid);
+        // A container about to be restarted for a resize gets the allocation when it comes back.
+        if (st.pendingRestart) continue;
         const allocation = allocationsFrom({
           resizeStatus: 'Completed',
           allocatedResources: entry.allocation,

@@ -265,4 +265,43 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
     expect(await quota(ctr)).toBe(150_000);
     expect(burner.alive()).toBe(true);
   }, 60_000);
+
+  it('RestartContainer: stops the container, waits for the kubelet, applies the allocation to the new one', async () => {
+    // The current container (after the simulated restart above) gets a process of its own to stop.
+    const inContainer = await sandbox.spawnInCgroup(`${podPath}/${containerId}`, TEST_SCRIPTS.burnCpu, [
+      '120',
+    ]);
+    const current = api.getPod(NS, 'web')!;
+    api.upsertPod(
+      withAnnotations(current, {
+        'resizelet.io/resize': '{"app":{"limits":{"memory":"512Mi"}}}',
+        'resizelet.io/resize-policy': '{"memory":"RestartContainer"}',
+      }),
+    );
+    const accepted = await waitFor('Accepted while restarting', () => {
+      const s = statusOf(api, NS, 'web');
+      return s?.resizeStatus === 'Accepted' ? s : undefined;
+    });
+    expect(accepted.message).toMatch(
+      /restarting app to apply the resize \(RestartContainer policy; 1 processes signalled\)/,
+    );
+    // The agent stopped the container's process: the kubelet would now restart the container.
+    await waitFor('container process stopped', () => (!inContainer.alive() ? true : undefined), 15_000);
+    // Play the kubelet: a new container from the pod spec (256Mi limit).
+    const newId = newContainerId();
+    const ctr = await sandbox.makeContainer(podPath, newId, {
+      cpuShares: 512,
+      cpuQuotaUs: 20_000,
+      memoryLimitBytes: 256n * Mi,
+    });
+    api.upsertPod({ ...runningPod(newId), metadata: api.getPod(NS, 'web')!.metadata });
+    await waitFor(
+      'Completed after the restart',
+      () => statusOf(api, NS, 'web')?.resizeStatus === 'Completed' || undefined,
+      15_000,
+    );
+    expect((await sandbox.read(ctr)).settings.memoryLimitBytes).toBe(512n * Mi);
+    const reasons = api.events().map((e) => (e as { reason?: string }).reason);
+    expect(reasons).toContain('ResizeRestartingContainer');
+  }, 60_000);
 });
