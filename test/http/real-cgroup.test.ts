@@ -65,7 +65,6 @@ describe.skipIf(!available.ok)(
       expect(kept).toBeGreaterThan(0);
       await sandbox.makeContainer(podPath, id, {}).catch(() => undefined); // exists: no-op
       const file = `${sandbox.layout.controllers.cpu.mount}/${ctrPath}/cpu.cfs_quota_us`;
-      const { writeFileSync } = await import('node:fs');
       writeFileSync(file, '15000');
       expect((await container())?.stats.cpuQuotaUs).toBe(15_000);
       expect(reader.openFiles).toBe(kept);
