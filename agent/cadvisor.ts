@@ -157,6 +157,9 @@ export interface NodeScanner {
 
 interface Listing {
   ids: string;
+  /** QoS and path at listing time: a pod's QoS class never changes, so neither does its cgroup. */
+  qos: QosClass;
+  podPath: CgroupPath;
   children: string[];
   at: number;
   stale: boolean;
@@ -230,24 +233,31 @@ export function createNodeScanner(opts: ScannerOptions): NodeScanner {
         seen.add(uid);
         const named = containersById(pod);
         const ids = [...named.keys()].sort().join(',');
-        let podPath: CgroupPath;
         let listing = listings.get(uid);
         try {
-          podPath = podCgroupPath(layout, { uid, qos: qosOf(pod) });
-          if (!listing || listing.stale || listing.ids !== ids || now() - listing.at > relistAfter) {
+          const qos = qosOf(pod);
+          if (
+            !listing ||
+            listing.stale ||
+            listing.ids !== ids ||
+            listing.qos !== qos ||
+            now() - listing.at > relistAfter
+          ) {
+            const podPath = podCgroupPath(layout, { uid, qos });
             const children = reader.children(podPath);
             // No cgroup: not started yet on this node, or already cleaned up.
             if (children === null) {
               listings.delete(uid);
               continue;
             }
-            listing = { ids, children, at: now(), stale: false };
+            listing = { ids, qos, podPath, children, at: now(), stale: false };
             listings.set(uid, listing);
           }
         } catch (err) {
           problem(podKey, err);
           continue;
         }
+        const podPath = listing.podPath;
         // Label objects are written in cAdvisor's (sorted) order, so the exposition reads like the kubelet's.
         const podLabels = { container: '', id: idOf(podPath), image: '', name: '', namespace, pod: podName };
         if (!(await visit(podPath, 'pod', podLabels, { podKey }))) {

@@ -91,44 +91,72 @@ interface Draft extends CgroupStats {
   inactiveFileBytes: number;
 }
 
+/** A file's bytes as read: parsed in place, so a scrape of ~9k files decodes no strings. */
+interface Bytes {
+  buf: Buffer;
+  len: number;
+}
+
 interface StatFile {
   file: string;
   /** A missing optional file (memory.oom_control on old kernels) leaves the value at 0. */
   optional?: boolean;
   /** Skip the read unless needed (cpu.stat on v1 only matters with a quota). */
   when?: (d: Draft) => boolean;
-  parse(text: string, d: Draft, path: string): void;
+  parse(b: Bytes, d: Draft): void;
 }
 
-function num(text: string, file: string): number {
-  const n = Number(text);
-  if (text.trim() === '' || Number.isNaN(n)) {
-    throw new StatsError(
-      StatsErrorCodes.PARSE,
-      `cannot parse ${file} ${JSON.stringify(text.slice(0, 40))}`,
-      file,
-    );
-  }
+class ParseError extends Error {}
+
+const SPACE = 0x20;
+const NEWLINE = 0x0a;
+const MINUS = 0x2d;
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+
+/** The integer at `at` (optionally negative), followed by whitespace or the end; -0 for "no number there". */
+function intAt(b: Bytes, at: number): number {
+  let i = at;
+  const negative = b.buf[i] === MINUS;
+  if (negative) i++;
+  if (i >= b.len || !isDigit(b.buf[i]!)) return NaN;
+  let n = 0;
+  for (; i < b.len && isDigit(b.buf[i]!); i++) n = n * 10 + (b.buf[i]! - 0x30);
+  if (i < b.len && b.buf[i] !== NEWLINE && b.buf[i] !== SPACE) return NaN;
+  return negative ? -n : n;
+}
+
+/** A single-integer file (`20000\n`, `-1\n`). */
+function int(b: Bytes): number {
+  const n = intAt(b, 0);
+  if (Number.isNaN(n))
+    throw new ParseError(`expected an integer, got ${JSON.stringify(text(b).slice(0, 40))}`);
   return n;
 }
 
+const text = (b: Bytes) => b.buf.toString('latin1', 0, b.len);
+
+const needles = new Map<string, Buffer>();
 /** The value of `key` in a flat-keyed file (`key value` lines); 0 when absent, like cAdvisor. */
-function field(text: string, key: string): number {
-  // The trailing space keeps `total_rss` from matching `total_rss_huge`.
-  const needle = `${key} `;
-  let at = 0;
-  if (!text.startsWith(needle)) {
-    const i = text.indexOf(`\n${needle}`);
-    if (i < 0) return 0;
-    at = i + 1;
+function field(b: Bytes, key: string): number {
+  // "\n<key> " (the trailing space keeps `total_rss` from matching `total_rss_huge`), or the first line.
+  let needle = needles.get(key);
+  if (!needle) needles.set(key, (needle = Buffer.from(`\n${key} `, 'latin1')));
+  let at: number;
+  if (b.len > needle.length - 1 && b.buf.compare(needle, 1, needle.length, 0, needle.length - 1) === 0) {
+    at = needle.length - 1;
+  } else {
+    const i = b.buf.indexOf(needle, 0);
+    if (i < 0 || i + needle.length > b.len) return 0;
+    at = i + needle.length;
   }
-  at += needle.length;
-  const end = text.indexOf('\n', at);
-  const n = Number(text.slice(at, end < 0 ? undefined : end));
+  const n = intAt(b, at);
   return Number.isNaN(n) ? 0 : n;
 }
 
 const memoryLimit = (n: number): number | null => (n < 0 || n > UNLIMITED_MEMORY ? null : n);
+/** v1 `-1` (and any negative) means no quota. */
+const quotaOf = (n: number): number | null => (n < 0 ? null : n);
+const startsWithMax = (b: Bytes) => b.len >= 3 && b.buf[0] === 0x6d && b.buf[1] === 0x61 && b.buf[2] === 0x78;
 
 /**
  * The files per controller and cgroup version, in read order (the quota before the v1 cpu.stat that depends
@@ -138,40 +166,37 @@ const memoryLimit = (n: number): number | null => (n < 0 || n > UNLIMITED_MEMORY
 const STAT_FILES: Record<CgroupVersion, Record<Controller, readonly StatFile[]>> = {
   v1: {
     cpu: [
-      { file: 'cpu.cfs_quota_us', parse: (t, d, f) => void (d.cpuQuotaUs = quotaOf(num(t, f))) },
-      { file: 'cpu.cfs_period_us', parse: (t, d, f) => void (d.cpuPeriodUs = num(t, f)) },
-      { file: 'cpu.shares', parse: (t, d, f) => void (d.cpuShares = num(t, f)) },
+      { file: 'cpu.cfs_quota_us', parse: (b, d) => void (d.cpuQuotaUs = quotaOf(int(b))) },
+      { file: 'cpu.cfs_period_us', parse: (b, d) => void (d.cpuPeriodUs = int(b)) },
+      { file: 'cpu.shares', parse: (b, d) => void (d.cpuShares = int(b)) },
       {
         file: 'cpu.stat',
         when: (d) => d.cpuQuotaUs !== null,
-        parse: (t, d) => {
+        parse: (b, d) => {
           d.cfs = {
-            periods: field(t, 'nr_periods'),
-            throttledPeriods: field(t, 'nr_throttled'),
-            throttledNs: field(t, 'throttled_time'),
+            periods: field(b, 'nr_periods'),
+            throttledPeriods: field(b, 'nr_throttled'),
+            throttledNs: field(b, 'throttled_time'),
           };
         },
       },
     ],
-    cpuacct: [{ file: 'cpuacct.usage', parse: (t, d, f) => void (d.cpuUsageNs = num(t, f)) }],
+    cpuacct: [{ file: 'cpuacct.usage', parse: (b, d) => void (d.cpuUsageNs = int(b)) }],
     memory: [
-      { file: 'memory.usage_in_bytes', parse: (t, d, f) => void (d.memoryUsageBytes = num(t, f)) },
-      {
-        file: 'memory.limit_in_bytes',
-        parse: (t, d, f) => void (d.memoryLimitBytes = memoryLimit(num(t, f))),
-      },
+      { file: 'memory.usage_in_bytes', parse: (b, d) => void (d.memoryUsageBytes = int(b)) },
+      { file: 'memory.limit_in_bytes', parse: (b, d) => void (d.memoryLimitBytes = memoryLimit(int(b))) },
       {
         // Hierarchical counters, as cAdvisor (total_rss, total_inactive_file).
         file: 'memory.stat',
-        parse: (t, d) => {
-          d.rssBytes = field(t, 'total_rss');
-          d.inactiveFileBytes = field(t, 'total_inactive_file');
+        parse: (b, d) => {
+          d.rssBytes = field(b, 'total_rss');
+          d.inactiveFileBytes = field(b, 'total_inactive_file');
         },
       },
       {
         file: 'memory.oom_control',
         optional: true,
-        parse: (t, d) => void (d.oomKills = field(t, 'oom_kill')),
+        parse: (b, d) => void (d.oomKills = field(b, 'oom_kill')),
       },
     ],
   },
@@ -180,27 +205,30 @@ const STAT_FILES: Record<CgroupVersion, Record<Controller, readonly StatFile[]>>
       {
         // "$MAX $PERIOD" (cgroup-v2.rst).
         file: 'cpu.max',
-        parse: (t, d, f) => {
-          const [max, period] = t.trim().split(' ');
-          d.cpuQuotaUs = max === 'max' ? null : quotaOf(num(max ?? '', f));
-          d.cpuPeriodUs = num(period ?? '', f);
+        parse: (b, d) => {
+          const space = b.buf.indexOf(SPACE);
+          if (space < 0 || space >= b.len)
+            throw new ParseError(`expected "$MAX $PERIOD", got ${JSON.stringify(text(b))}`);
+          d.cpuQuotaUs = startsWithMax(b) ? null : quotaOf(int(b));
+          d.cpuPeriodUs = intAt(b, space + 1);
+          if (Number.isNaN(d.cpuPeriodUs)) throw new ParseError(`bad period in ${JSON.stringify(text(b))}`);
         },
       },
       {
         // cAdvisor presents v2 weight in v1 shares with the KEP-2254 linear inverse, whatever formula the
         // runtime used to derive the weight: series stay comparable with the kubelet's cAdvisor.
         file: 'cpu.weight',
-        parse: (t, d, f) => void (d.cpuShares = 2 + Math.floor(((num(t, f) - 1) * 262142) / 9999)),
+        parse: (b, d) => void (d.cpuShares = 2 + Math.floor(((int(b) - 1) * 262142) / 9999)),
       },
       {
         file: 'cpu.stat',
-        parse: (t, d) => {
-          d.cpuUsageNs = field(t, 'usage_usec') * 1000;
+        parse: (b, d) => {
+          d.cpuUsageNs = field(b, 'usage_usec') * 1000;
           if (d.cpuQuotaUs !== null) {
             d.cfs = {
-              periods: field(t, 'nr_periods'),
-              throttledPeriods: field(t, 'nr_throttled'),
-              throttledNs: field(t, 'throttled_usec') * 1000,
+              periods: field(b, 'nr_periods'),
+              throttledPeriods: field(b, 'nr_throttled'),
+              throttledNs: field(b, 'throttled_usec') * 1000,
             };
           }
         },
@@ -208,25 +236,22 @@ const STAT_FILES: Record<CgroupVersion, Record<Controller, readonly StatFile[]>>
     ],
     cpuacct: [],
     memory: [
-      { file: 'memory.current', parse: (t, d, f) => void (d.memoryUsageBytes = num(t, f)) },
+      { file: 'memory.current', parse: (b, d) => void (d.memoryUsageBytes = int(b)) },
       {
         file: 'memory.max',
-        parse: (t, d, f) => void (d.memoryLimitBytes = t.trim() === 'max' ? null : memoryLimit(num(t, f))),
+        parse: (b, d) => void (d.memoryLimitBytes = startsWithMax(b) ? null : memoryLimit(int(b))),
       },
       {
         file: 'memory.stat',
-        parse: (t, d) => {
-          d.rssBytes = field(t, 'anon');
-          d.inactiveFileBytes = field(t, 'inactive_file');
+        parse: (b, d) => {
+          d.rssBytes = field(b, 'anon');
+          d.inactiveFileBytes = field(b, 'inactive_file');
         },
       },
-      { file: 'memory.events', optional: true, parse: (t, d) => void (d.oomKills = field(t, 'oom_kill')) },
+      { file: 'memory.events', optional: true, parse: (b, d) => void (d.oomKills = field(b, 'oom_kill')) },
     ],
   },
 };
-
-/** v1 `-1` (and any negative) means no quota. */
-const quotaOf = (n: number): number | null => (n < 0 ? null : n);
 
 const emptyDraft = (): Draft => ({
   cpuUsageNs: 0,
@@ -256,7 +281,7 @@ const isGone = (err: unknown): boolean => {
 function toStatsError(err: unknown, path: string): StatsError {
   const e = errnoOf(err);
   const msg = err instanceof Error ? err.message : String(err);
-  if (err instanceof StatsError) return new StatsError(err.code, `${path}: ${err.message}`, path);
+  if (err instanceof ParseError) return new StatsError(StatsErrorCodes.PARSE, `${path}: ${msg}`, path);
   if (e === 'EACCES' || e === 'EPERM') return new StatsError(StatsErrorCodes.PERMISSION, msg, path);
   return new StatsError(StatsErrorCodes.IO, msg, path);
 }
@@ -268,9 +293,10 @@ export interface StatsReader {
   children(path: CgroupPath): string[] | null;
   /** Whether the cgroup directory exists in every hierarchy the layout uses. */
   exists(path: CgroupPath): boolean;
-  /** Closes descriptors not used since the previous sweep; call after each full walk of the node. */
+  /** Closes descriptors of cgroups not read since the previous sweep; call after each full walk of the node. */
   sweep(): void;
   close(): void;
+  /** Descriptors currently kept open. */
   readonly openFiles: number;
 }
 
@@ -287,21 +313,28 @@ export interface StatsReaderOptions {
 
 export const DEFAULT_MAX_OPEN_FILES = 16_384;
 
+/** A cgroup's kept descriptors, one slot per file of the plan (-1: not open). */
+interface Kept {
+  fds: number[];
+  generation: number;
+}
+
 export function createStatsReader(opts: StatsReaderOptions): StatsReader {
   const { fs, layout } = opts;
   const maxOpen = opts.maxOpenFiles ?? DEFAULT_MAX_OPEN_FILES;
-  const kept = new Map<string, { fd: number; generation: number }>();
+  const kept = new Map<CgroupPath, Kept>();
+  let openFiles = 0;
   let generation = 0;
-  let buf = Buffer.alloc(16 * 1024);
+  const bytes: Bytes = { buf: Buffer.alloc(16 * 1024), len: 0 };
 
   const mountOf = (c: Controller) => layout.controllers[c].mount.replace(/\/+$/, '');
-  const abs = (c: Controller, path: CgroupPath) => (path === '' ? mountOf(c) : `${mountOf(c)}/${path}`);
-  // Each controller's files, from the version that controller has on this node.
-  const plan = (['cpu', 'cpuacct', 'memory'] as const).map(
-    (c) => [c, STAT_FILES[layout.controllers[c].version][c]] as const,
+  // Every file to read, flattened in order, with its hierarchy's mount.
+  const plan = (['cpu', 'cpuacct', 'memory'] as const).flatMap((c) =>
+    STAT_FILES[layout.controllers[c].version][c].map((f) => ({ ...f, mount: mountOf(c) })),
   );
   // Hierarchies to check for existence: co-mounted controllers share one.
   const mounts = [...new Set((['cpu', 'cpuacct', 'memory'] as const).map((c) => mountOf(c)))];
+  const abs = (mount: string, path: CgroupPath) => (path === '' ? mount : `${mount}/${path}`);
 
   function closeQuietly(fd: number): void {
     try {
@@ -311,73 +344,83 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
     }
   }
 
+  function release(entry: Kept, slot: number): void {
+    const fd = entry.fds[slot]!;
+    if (fd < 0) return;
+    closeQuietly(fd);
+    entry.fds[slot] = -1;
+    openFiles--;
+  }
+
   /** The whole file from offset 0: seq_file formats it afresh on every read at 0. */
-  function pread(fd: number): string {
+  function pread(fd: number): void {
     for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, 0);
-      if (n < buf.length) return buf.toString('latin1', 0, n);
-      buf = Buffer.alloc(buf.length * 2);
+      bytes.len = fs.readSync(fd, bytes.buf, 0, bytes.buf.length, 0);
+      if (bytes.len < bytes.buf.length) return;
+      bytes.buf = Buffer.alloc(bytes.buf.length * 2);
     }
   }
 
-  function readText(file: string): string | null {
-    const entry = kept.get(file);
-    if (entry) {
+  /** Reads slot `slot` of the cgroup into `bytes`; false when the file (its cgroup) does not exist. */
+  function load(entry: Kept, slot: number, file: string): boolean {
+    const fd = entry.fds[slot]!;
+    if (fd >= 0) {
       try {
-        const text = pread(entry.fd);
-        entry.generation = generation;
-        return text;
+        pread(fd);
+        return true;
       } catch (err) {
-        closeQuietly(entry.fd);
-        kept.delete(file);
+        release(entry, slot);
         if (!isGone(err)) throw err;
         // ENODEV: its cgroup was removed; the path may have been created again, so open it afresh.
       }
     }
-    let fd: number;
+    let opened: number;
     try {
-      fd = fs.openSync(file, 'r');
+      opened = fs.openSync(file, 'r');
     } catch (err) {
-      if (isGone(err)) return null;
+      if (isGone(err)) return false;
       throw err;
     }
-    let keep = kept.size < maxOpen;
+    let keep = openFiles < maxOpen;
     try {
-      const text = pread(fd);
-      if (keep) kept.set(file, { fd, generation });
-      return text;
+      pread(opened);
+      return true;
     } catch (err) {
       keep = false;
-      if (isGone(err)) return null;
+      if (isGone(err)) return false;
       throw err;
     } finally {
-      if (!keep) closeQuietly(fd);
+      if (keep) {
+        entry.fds[slot] = opened;
+        openFiles++;
+      } else closeQuietly(opened);
     }
   }
 
   return {
     read(path) {
+      let entry = kept.get(path);
+      if (!entry) {
+        entry = { fds: plan.map(() => -1), generation };
+        kept.set(path, entry);
+      }
+      entry.generation = generation;
       const d = emptyDraft();
-      for (const [controller, files] of plan) {
-        const dir = abs(controller, path);
-        for (const f of files) {
-          if (f.when && !f.when(d)) continue;
-          const file = `${dir}/${f.file}`;
-          let text: string | null;
-          try {
-            text = readText(file);
-          } catch (err) {
-            throw toStatsError(err, file);
-          }
-          if (text === null) {
+      for (let slot = 0; slot < plan.length; slot++) {
+        const f = plan[slot]!;
+        if (f.when && !f.when(d)) continue;
+        const file = `${abs(f.mount, path)}/${f.file}`;
+        try {
+          if (!load(entry, slot, file)) {
             if (f.optional) continue;
+            // Gone: let go of what is still held for it now rather than at the next sweep.
+            for (let i = 0; i < entry.fds.length; i++) release(entry, i);
+            kept.delete(path);
             return null;
           }
-          try {
-            f.parse(text, d, f.file);
-          } catch (err) {
-            throw toStatsError(err, file);
-          }
+          f.parse(bytes, d);
+        } catch (err) {
+          throw toStatsError(err, file);
         }
       }
       const { inactiveFileBytes, ...stats } = d;
@@ -387,7 +430,7 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
     },
 
     children(path) {
-      const dir = abs('cpu', path);
+      const dir = abs(mountOf('cpu'), path);
       try {
         return fs
           .readdirSync(dir, { withFileTypes: true })
@@ -401,26 +444,26 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
     },
 
     exists(path) {
-      return mounts.every((m) => fs.existsSync(path === '' ? m : `${m}/${path}`));
+      return mounts.every((m) => fs.existsSync(abs(m, path)));
     },
 
     sweep() {
-      for (const [file, e] of kept) {
-        if (e.generation !== generation) {
-          closeQuietly(e.fd);
-          kept.delete(file);
-        }
+      for (const [path, entry] of kept) {
+        if (entry.generation === generation) continue;
+        for (let slot = 0; slot < entry.fds.length; slot++) release(entry, slot);
+        kept.delete(path);
       }
       generation++;
     },
 
     close() {
-      for (const e of kept.values()) closeQuietly(e.fd);
+      for (const entry of kept.values())
+        for (let slot = 0; slot < entry.fds.length; slot++) release(entry, slot);
       kept.clear();
     },
 
     get openFiles() {
-      return kept.size;
+      return openFiles;
     },
   };
 }
