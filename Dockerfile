@@ -15,8 +15,9 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY agent ./agent
 COPY cgroup ./cgroup
 COPY bin ./bin
-# From the entry point, so only what `resizelet` imports is built (not the demo, which needs the test fakes);
-# the options of tsconfig.json (which tsc ignores when given a file), emitting JavaScript with the `.ts` import suffixes rewritten to `.js`.
+# From the entry point, so only what `resizelet` imports is built (not the demo, which needs the test
+# fakes), with tsconfig.json's options (tsc ignores the file when given one), emitting JavaScript with the
+# `.ts` import suffixes rewritten to `.js`.
 RUN node node_modules/typescript/bin/tsc bin/resizelet.ts --outDir dist --rootDir . \
       --rewriteRelativeImportExtensions --allowImportingTsExtensions --verbatimModuleSyntax --isolatedModules \
       --module nodenext --moduleResolution nodenext --target es2023 --lib es2023 --types node \
