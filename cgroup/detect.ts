@@ -25,6 +25,7 @@ import type {
   QosClass,
   WeightFormula,
 } from './types.ts';
+import { parseCpuMillicores } from '../agent/resize/quantity.ts';
 
 export const DetectErrorCodes = {
   NO_CONTROLLER: 'RESIZELET_ERR_DETECT_NO_CONTROLLER',
@@ -170,10 +171,12 @@ export interface DetectResult {
 /** CPU quantity -> millicores: "250m", "1", "0.5" (rounded up to whole millicores); null if unset or odd. */
 export function parseCpuMilli(q: string | number | undefined): number | null {
   if (q === undefined) return null;
-  const m = /^(\d+(?:\.\d+)?)(m?)$/.exec(String(q).trim());
-  if (m === null || m[1] === undefined) return null;
-  const n = Number(m[1]);
-  return m[2] === 'm' ? Math.ceil(n) : Math.ceil(n * 1000);
+  try {
+    return parseCpuMillicores(String(q));
+  } catch {
+    // Detection only gathers evidence: a value it cannot read is no evidence, not an error.
+    return null;
+  }
 }
 
 const exists = async (fs: CgroupFs, path: string): Promise<boolean> => {
