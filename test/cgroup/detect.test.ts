@@ -349,7 +349,10 @@ describe('parseCpuMilli', () => {
     ['0.5', 500],
     ['2.25', 2250],
     [undefined, null],
-    ['1Gi', null],
+    // Kubernetes accepts any quantity for CPU, binary suffixes included; garbage is no evidence.
+    ['1Ki', 1024000],
+    ['1.2.3', null],
+    ['', null],
     [2, 2000],
   ] as const)('%s -> %s', (q, m) => {
     expect(parseCpuMilli(q)).toBe(m);
