@@ -29,7 +29,8 @@ export interface KubePort {
 
 /** The RBAC rules the calls above need; deploy/ is tested against this list. */
 export const API_CALLS = [
-  { resource: 'pods', verbs: ['get', 'list', 'watch', 'patch'] },
+  // No pods get: single pods are read from the informer's cache, never fetched.
+  { resource: 'pods', verbs: ['list', 'watch', 'patch'] },
   { resource: 'nodes', verbs: ['get'] },
   { resource: 'events', verbs: ['create'] },
 ] as const;
