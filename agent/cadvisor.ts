@@ -23,7 +23,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { classifyChildDir, parseContainerId, podCgroupPath, PathError } from '../cgroup/paths.ts';
 import type { CgroupLayout, CgroupPath, QosClass } from '../cgroup/types.ts';
-import { qosClassOf, specResources, type ContainerStatusLike, type PodLike } from './resize/pod.ts';
+import { podKey, qosClassOf, specResources, type ContainerStatusLike, type PodLike } from './resize/pod.ts';
 import { StatsError, type CgroupStats, type StatsReader } from './cgroup-stats.ts';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -155,14 +155,68 @@ export interface NodeScanner {
   scan(req: ScanRequest): Promise<NodeScan>;
 }
 
+/** What a cgroup is, as the walk reports it; fixed for the cgroup's life, so computed once per listing. */
+type Target = Omit<ScannedCgroup, 'stats'>;
+
 interface Listing {
+  /** The pod object the targets were made from: the informer replaces the object on every update. */
+  pod: PodLike;
   ids: string;
-  /** QoS and path at listing time: a pod's QoS class never changes, so neither does its cgroup. */
+  /** QoS at listing time: a pod's QoS class never changes, so neither does its cgroup. */
   qos: QosClass;
   podPath: CgroupPath;
   children: string[];
+  /** The pod level first, then its sandbox and containers. */
+  targets: Target[];
   at: number;
   stale: boolean;
+}
+
+/** The pod-level target and its children's, labelled from the pod object. */
+function targetsOf(
+  layout: CgroupLayout,
+  pod: PodLike,
+  podPath: CgroupPath,
+  children: readonly string[],
+  named: Map<string, Named>,
+  sandboxImage: string,
+): Target[] {
+  const namespace = pod.metadata?.namespace ?? '';
+  const podName = pod.metadata?.name ?? '';
+  const podKey = `${namespace}/${podName}`;
+  // Label objects are written in cAdvisor's (sorted) order, so the exposition reads like the kubelet's.
+  const out: Target[] = [
+    {
+      path: podPath,
+      level: 'pod',
+      labels: { container: '', id: idOf(podPath), image: '', name: '', namespace, pod: podName },
+      podKey,
+    },
+  ];
+  for (const child of children) {
+    const dir = classifyChildDir(layout.driver, child);
+    // conmon (CRI-O's monitor) is not a container; cAdvisor skips it too. Unknown names are not ours.
+    if (!dir || dir.kind === 'conmon') continue;
+    const path = `${podPath}/${child}`;
+    const c = dir.kind === 'container' ? named.get(dir.id) : undefined;
+    // A container-shaped directory the pod object does not name is the sandbox (its ID is never in
+    // containerStatuses); a container started a moment ago and not yet in the status reads as one too
+    // until the next pod update, which `container!=""` queries ignore either way.
+    const labels: CadvisorLabels = {
+      container: c?.name ?? '',
+      id: idOf(path),
+      image: c ? c.image : sandboxImage,
+      name: dir.id,
+      namespace,
+      pod: podName,
+    };
+    out.push(
+      c
+        ? { path, level: 'container', labels, podKey, containerID: c.containerID }
+        : { path, level: 'sandbox', labels, podKey },
+    );
+  }
+  return out;
 }
 
 /**
@@ -175,6 +229,38 @@ export function createNodeScanner(opts: ScannerOptions): NodeScanner {
   const batch = opts.batch ?? 64;
   const relistAfter = opts.relistAfterMs ?? 60_000;
   const listings = new Map<string, Listing>();
+  const nodeTargets: Target[] = nodeLevelPaths(layout).map((path) => ({
+    path,
+    level: 'node',
+    labels: { container: '', id: idOf(path), image: '', name: '', namespace: '', pod: '' },
+  }));
+
+  /** The pod's listing, made again when the pod object or its directory may have changed; null: no cgroup. */
+  function listingOf(pod: PodLike, uid: string): Listing | null {
+    const old = listings.get(uid);
+    const fresh = old && !old.stale && now() - old.at <= relistAfter;
+    if (fresh && old.pod === pod) return old;
+    const named = containersById(pod);
+    const ids = [...named.keys()].sort().join(',');
+    const qos = qosOf(pod);
+    let { podPath, children, at } = old ?? { podPath: '', children: [] as string[], at: 0 };
+    if (!fresh || old.ids !== ids || old.qos !== qos) {
+      podPath = podCgroupPath(layout, { uid, qos });
+      const listed = reader.children(podPath);
+      // No cgroup: not started yet on this node, or already cleaned up.
+      if (listed === null) {
+        listings.delete(uid);
+        return null;
+      }
+      children = listed;
+      at = now();
+    }
+    const sandboxImage = opts.sandboxImage ?? '';
+    const targets = targetsOf(layout, pod, podPath, children, named, sandboxImage);
+    const listing: Listing = { pod, ids, qos, podPath, children, targets, at, stale: false };
+    listings.set(uid, listing);
+    return listing;
+  }
 
   return {
     async scan(req) {
@@ -197,19 +283,22 @@ export function createNodeScanner(opts: ScannerOptions): NodeScanner {
       };
 
       /** Reads one cgroup; false when it does not exist. */
-      const visit = async (
-        path: CgroupPath,
-        level: CgroupLevel,
-        labels: CadvisorLabels,
-        extra: Pick<ScannedCgroup, 'podKey' | 'containerID'> = {},
-      ): Promise<boolean> => {
+      const visit = async (t: Target): Promise<boolean> => {
         let found = true;
         try {
-          const stats = reader.read(path);
-          if (stats) cgroups.push({ path, level, labels, stats, ...extra });
-          else found = false;
+          const stats = reader.read(t.path);
+          if (stats) {
+            cgroups.push({
+              path: t.path,
+              level: t.level,
+              labels: t.labels,
+              podKey: t.podKey,
+              containerID: t.containerID,
+              stats,
+            });
+          } else found = false;
         } catch (err) {
-          problem(idOf(path), err);
+          problem(t.labels.id, err);
         }
         if (++sinceYield >= batch) {
           sinceYield = 0;
@@ -218,72 +307,25 @@ export function createNodeScanner(opts: ScannerOptions): NodeScanner {
         return found;
       };
 
-      if (!req.only) {
-        for (const path of nodeLevelPaths(layout)) {
-          const labels = { container: '', id: idOf(path), image: '', name: '', namespace: '', pod: '' };
-          await visit(path, 'node', labels);
-        }
-      }
+      if (!req.only) for (const t of nodeTargets) await visit(t);
 
       for (const pod of req.only ? [req.only] : req.pods) {
         const uid = pod.metadata?.uid ?? '';
-        const namespace = pod.metadata?.namespace ?? '';
-        const podName = pod.metadata?.name ?? '';
-        const podKey = `${namespace}/${podName}`;
         seen.add(uid);
-        const named = containersById(pod);
-        const ids = [...named.keys()].sort().join(',');
-        let listing = listings.get(uid);
+        let listing: Listing | null;
         try {
-          const qos = qosOf(pod);
-          if (
-            !listing ||
-            listing.stale ||
-            listing.ids !== ids ||
-            listing.qos !== qos ||
-            now() - listing.at > relistAfter
-          ) {
-            const podPath = podCgroupPath(layout, { uid, qos });
-            const children = reader.children(podPath);
-            // No cgroup: not started yet on this node, or already cleaned up.
-            if (children === null) {
-              listings.delete(uid);
-              continue;
-            }
-            listing = { ids, qos, podPath, children, at: now(), stale: false };
-            listings.set(uid, listing);
-          }
+          listing = listingOf(pod, uid);
         } catch (err) {
-          problem(podKey, err);
+          problem(podKey(pod), err);
           continue;
         }
-        const podPath = listing.podPath;
-        // Label objects are written in cAdvisor's (sorted) order, so the exposition reads like the kubelet's.
-        const podLabels = { container: '', id: idOf(podPath), image: '', name: '', namespace, pod: podName };
-        if (!(await visit(podPath, 'pod', podLabels, { podKey }))) {
+        if (!listing) continue;
+        const [podTarget, ...rest] = listing.targets;
+        if (!(await visit(podTarget!))) {
           listings.delete(uid);
           continue;
         }
-        for (const child of listing.children) {
-          const dir = classifyChildDir(layout.driver, child);
-          // conmon (CRI-O's monitor) is not a container; cAdvisor skips it too. Unknown names are not ours.
-          if (!dir || dir.kind === 'conmon') continue;
-          const path = `${podPath}/${child}`;
-          const c = dir.kind === 'container' ? named.get(dir.id) : undefined;
-          // A container-shaped directory the pod object does not name is the sandbox (its ID is never in
-          // containerStatuses); a container started a moment ago and not yet in the status reads as one too
-          // until the next pod update, which `container!=""` queries ignore either way.
-          const labels: CadvisorLabels = {
-            container: c?.name ?? '',
-            id: idOf(path),
-            image: c ? c.image : (opts.sandboxImage ?? ''),
-            name: dir.id,
-            namespace,
-            pod: podName,
-          };
-          const extra = c ? { podKey, containerID: c.containerID } : { podKey };
-          if (!(await visit(path, c ? 'container' : 'sandbox', labels, extra))) listing.stale = true;
-        }
+        for (const t of rest) if (!(await visit(t))) listing.stale = true;
       }
       if (!req.only) for (const uid of listings.keys()) if (!seen.has(uid)) listings.delete(uid);
       return { cgroups, problems, durationMs: now() - started };
@@ -392,58 +434,82 @@ const escapeLabel = (v: string) => v.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\
 
 export interface CadvisorRenderer {
   /**
-   * The container_* families and `container_scrape_error` in the Prometheus text format, as chunks of about
-   * `chunkBytes`: a node's ~3 MB is never one string (a string that large lives in V8's large-object space
-   * until a full GC, which is how an agent's RSS grows by hundreds of MB), and a lazily pulled generator
+   * The container_* families and `container_scrape_error` in the Prometheus text format, as buffers of
+   * `chunkBytes`. A node's ~3 MB is never one string (a string that large lives in V8's large-object space
+   * until a full GC, which is how an agent's RSS grows by hundreds of MB); lines are copied from label bytes
+   * encoded once per cgroup, so a scrape allocates little besides the chunks; and a lazily pulled generator
    * spreads the formatting over the event-loop turns of the response stream.
    */
-  render(scan: NodeScan, chunkBytes?: number): Generator<string>;
+  render(scan: NodeScan, chunkBytes?: number): Generator<Buffer>;
 }
 
+const LINE_MAX_VALUE = 32; // " <number>\n" never needs more
+const SPACE_BYTE = 0x20;
+const NEWLINE_BYTE = 0x0a;
+
 export function createCadvisorRenderer(): CadvisorRenderer {
-  // Per cgroup id: the label text, reused while the labels stay the same.
-  let cache = new Map<string, { key: string; text: string }>();
-  const labelText = (l: CadvisorLabels, next: typeof cache): string => {
-    const key = `${l.container}\n${l.image}\n${l.name}\n${l.namespace}\n${l.pod}`;
+  // Per cgroup id: its label text as bytes, reused while the walk hands the same label object (it makes a
+  // new one only when it lists the pod again).
+  let cache = new Map<string, { labels: CadvisorLabels; bytes: Buffer }>();
+  const labelBytes = (l: CadvisorLabels, next: typeof cache): Buffer => {
     let hit = cache.get(l.id);
-    if (hit?.key !== key) {
+    if (hit?.labels !== l) {
       const text =
         `container="${escapeLabel(l.container)}",id="${escapeLabel(l.id)}",image="${escapeLabel(l.image)}",` +
         `name="${escapeLabel(l.name)}",namespace="${escapeLabel(l.namespace)}",pod="${escapeLabel(l.pod)}"}`;
-      hit = { key, text };
+      hit = { labels: l, bytes: Buffer.from(text, 'utf8') };
     }
     next.set(l.id, hit);
-    return hit.text;
+    return hit.bytes;
   };
+  const families = CADVISOR_FAMILIES.map((f) => ({
+    ...f,
+    header: Buffer.from(`# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`),
+    head: Buffer.from(`${f.name}{${f.prefix ?? ''}`),
+  }));
 
   return {
     *render(scan, chunkBytes = 64 * 1024) {
-      const next = new Map<string, { key: string; text: string }>();
-      const labels = scan.cgroups.map((c) => labelText(c.labels, next));
+      const next = new Map<string, { labels: CadvisorLabels; bytes: Buffer }>();
+      const labels = scan.cgroups.map((c) => labelBytes(c.labels, next));
       cache = next;
-      let parts: string[] = [];
-      let size = 0;
-      for (const f of CADVISOR_FAMILIES) {
-        parts.push(`# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`);
-        const head = `${f.name}{${f.prefix ?? ''}`;
+      let chunk = Buffer.allocUnsafe(chunkBytes);
+      let off = 0;
+      const room = (n: number) => off + n <= chunk.length;
+      const take = () => {
+        const out = chunk.subarray(0, off);
+        chunk = Buffer.allocUnsafe(chunkBytes);
+        off = 0;
+        return out;
+      };
+      for (const f of families) {
+        if (!room(f.header.length)) yield take();
+        off += f.header.copy(chunk, off);
         for (let i = 0; i < scan.cgroups.length; i++) {
           const v = f.value(scan.cgroups[i]!.stats);
           if (v === undefined) continue;
-          const line = `${head}${labels[i]} ${v}\n`;
-          parts.push(line);
-          size += line.length;
-          if (size >= chunkBytes) {
-            yield parts.join('');
-            parts = [];
-            size = 0;
+          const label = labels[i]!;
+          if (!room(f.head.length + label.length + LINE_MAX_VALUE)) {
+            yield take();
+            // A label set longer than a chunk (absurd image names) gets a chunk of its own size.
+            if (!room(f.head.length + label.length + LINE_MAX_VALUE)) {
+              chunk = Buffer.allocUnsafe(f.head.length + label.length + LINE_MAX_VALUE);
+            }
           }
+          off += f.head.copy(chunk, off);
+          off += label.copy(chunk, off);
+          chunk[off++] = SPACE_BYTE;
+          off += chunk.write(String(v), off, 'latin1');
+          chunk[off++] = NEWLINE_BYTE;
         }
       }
-      parts.push(
+      const tail = Buffer.from(
         '# HELP container_scrape_error 1 if there was an error while getting container metrics, 0 otherwise\n' +
           `# TYPE container_scrape_error gauge\ncontainer_scrape_error ${scan.problems.length > 0 ? 1 : 0}\n`,
       );
-      yield parts.join('');
+      if (!room(tail.length)) yield take();
+      off += tail.copy(chunk, off);
+      yield take();
     },
   };
 }

@@ -59,6 +59,8 @@ export interface CgroupStats {
   memoryUsageBytes: number;
   /** usage - inactive_file, floored at 0 (cAdvisor's and the kubelet's eviction definition). */
   workingSetBytes: number;
+  /** Inactive page cache (v1 total_inactive_file, v2 inactive_file): reclaimable first. */
+  inactiveFileBytes: number;
   /** v1 total_rss, v2 anon. */
   rssBytes: number;
   /** null = unlimited (anything above 2^62: the v1 page-aligned LONG_MAX, v2 `max`). */
@@ -87,9 +89,7 @@ export class StatsError extends Error {
 /** cAdvisor's threshold for "unlimited" memory (metrics/prometheus.go maxMemorySize): kernel rounding. */
 const UNLIMITED_MEMORY = 2 ** 62;
 
-interface Draft extends CgroupStats {
-  inactiveFileBytes: number;
-}
+type Draft = CgroupStats;
 
 /** A file's bytes as read: parsed in place, so a scrape of ~9k files decodes no strings. */
 interface Bytes {
@@ -361,8 +361,13 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
     }
   }
 
-  /** Reads slot `slot` of the cgroup into `bytes`; false when the file (its cgroup) does not exist. */
-  function load(entry: Kept, slot: number, file: string): boolean {
+  const fileOf = (slot: number, path: CgroupPath) => `${abs(plan[slot]!.mount, path)}/${plan[slot]!.file}`;
+
+  /**
+   * Reads slot `slot` of the cgroup into `bytes`; false when the file (its cgroup) does not exist. The path
+   * string is only built to open a file: a scrape of kept descriptors allocates none.
+   */
+  function load(entry: Kept, slot: number, path: CgroupPath): boolean {
     const fd = entry.fds[slot]!;
     if (fd >= 0) {
       try {
@@ -376,7 +381,7 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
     }
     let opened: number;
     try {
-      opened = fs.openSync(file, 'r');
+      opened = fs.openSync(fileOf(slot, path), 'r');
     } catch (err) {
       if (isGone(err)) return false;
       throw err;
@@ -409,9 +414,8 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
       for (let slot = 0; slot < plan.length; slot++) {
         const f = plan[slot]!;
         if (f.when && !f.when(d)) continue;
-        const file = `${abs(f.mount, path)}/${f.file}`;
         try {
-          if (!load(entry, slot, file)) {
+          if (!load(entry, slot, path)) {
             if (f.optional) continue;
             // Gone: let go of what is still held for it now rather than at the next sweep.
             for (let i = 0; i < entry.fds.length; i++) release(entry, i);
@@ -420,13 +424,12 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
           }
           f.parse(bytes, d);
         } catch (err) {
-          throw toStatsError(err, file);
+          throw toStatsError(err, fileOf(slot, path));
         }
       }
-      const { inactiveFileBytes, ...stats } = d;
-      const ws = stats.memoryUsageBytes - inactiveFileBytes;
-      stats.workingSetBytes = ws > 0 ? ws : 0;
-      return stats;
+      const ws = d.memoryUsageBytes - d.inactiveFileBytes;
+      d.workingSetBytes = ws > 0 ? ws : 0;
+      return d;
     },
 
     children(path) {

@@ -83,6 +83,7 @@ describe('reading one cgroup', () => {
       cfs: { periods: 150, throttledPeriods: 40, throttledNs: 2_000_000_000 },
       memoryUsageBytes: Number(50n * Mi),
       workingSetBytes: Number(40n * Mi),
+      inactiveFileBytes: Number(10n * Mi),
       rssBytes: Number(30n * Mi),
       memoryLimitBytes: Number(128n * Mi),
       oomKills: 2,

@@ -149,7 +149,10 @@ describe('which pods and when to list again', () => {
       );
       tree.vol.rmSync(`${CGROUP_ROOT}/${h}/${pod.containers[0]!.path}`, { recursive: true });
     }
-    pods[0]!.status!.containerStatuses![0]!.containerID = `containerd://${fresh}`;
+    // The informer hands a new pod object on every update (it never edits one in place).
+    const updated = structuredClone(pods[0]!);
+    updated.status!.containerStatuses![0]!.containerID = `containerd://${fresh}`;
+    pods[0] = updated;
     const scan = await scanner.scan({ pods });
     const app = scan.cgroups.filter((c) => c.labels.container === 'app');
     expect(app.map((c) => c.labels.name)).toEqual([fresh]);
