@@ -342,6 +342,7 @@ async function drive(): Promise<void> {
     }
     await sandbox.cleanup();
     await rm(dir, { recursive: true, force: true });
+    await rm(join(repo, 'bench/results/.build'), { recursive: true, force: true });
   }
 }
 
