@@ -278,9 +278,19 @@ function usageJson(s: CgroupStats) {
   };
 }
 
-function podJson(pod: PodLike, view: PodView | undefined, cgroups: readonly ScannedCgroup[]) {
-  const key = podKey(pod);
-  const mine = cgroups.filter((c) => c.podKey === key);
+/** A walk's cgroups by pod key. */
+function byPod(cgroups: readonly ScannedCgroup[]): Map<string, ScannedCgroup[]> {
+  const out = new Map<string, ScannedCgroup[]>();
+  for (const c of cgroups) {
+    if (c.podKey === undefined) continue;
+    const list = out.get(c.podKey);
+    if (list) list.push(c);
+    else out.set(c.podKey, [c]);
+  }
+  return out;
+}
+
+function podJson(pod: PodLike, view: PodView | undefined, mine: readonly ScannedCgroup[]) {
   const podCgroup = mine.find((c) => c.level === 'pod');
   const sandbox = mine.find((c) => c.level === 'sandbox');
   const allocated = new Map(
@@ -401,9 +411,10 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   app.get('/api/v1/pods', async () => {
     const scan = await fullScan();
     const views = viewsByKey();
+    const cgroups = byPod(scan.cgroups);
     return {
       node: deps.nodeName,
-      pods: deps.pods().map((p) => podJson(p, views.get(podKey(p)), scan.cgroups)),
+      pods: deps.pods().map((p) => podJson(p, views.get(podKey(p)), cgroups.get(podKey(p)) ?? [])),
       problems: scan.problems,
     };
   });
@@ -418,7 +429,9 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
           .code(404)
           .send({ error: 'NotFound', message: `no pod ${namespace}/${name} on node ${deps.nodeName}` });
       const scan = scanner ? await scanner.scan({ pods: [pod], only: pod }) : noLayout;
-      return { ...podJson(pod, viewsByKey().get(podKey(pod)), scan.cgroups), problems: scan.problems };
+      const key = podKey(pod);
+      const mine = byPod(scan.cgroups).get(key) ?? [];
+      return { ...podJson(pod, viewsByKey().get(key), mine), problems: scan.problems };
     },
   );
 
