@@ -15,11 +15,12 @@
 // its last housekeeping time; ours are read during the scrape, so the scrape's own time is the truth).
 //
 // Exposition: these families are rendered here rather than through prom-client. prom-client can express
-// them (custom get() values with shared label objects were tried), but at ~12k series per scrape on a
-// 500-container node its per-series formatting (label object walks, escaping, array joins) cost ~60 ms a
-// scrape on the 2-core bench machine, over twice the whole scrape budget; here each cgroup's label text is
-// built and escaped once and reused across scrapes, and a family is one string join. Everything else on
-// /metrics (resizelet_*, process, engine counters) stays on the app's prom-client registry.
+// them (custom get() values with shared label objects were tried first), but at ~12k series per scrape on a
+// 500-container node its per-series formatting (label object walks, escaping, string joins) cost ~60 ms a
+// scrape on the 2-core bench machine, over twice the whole scrape budget, and built the ~3 MB text as one
+// string. Here each cgroup's label text is escaped and encoded once and reused across scrapes, and lines
+// are copied into 64 KiB buffers streamed to the client. Everything else on /metrics (resizelet_*,
+// process, engine counters) stays on the app's prom-client registry.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { classifyChildDir, parseContainerId, podCgroupPath, PathError } from '../cgroup/paths.ts';
 import type { CgroupLayout, CgroupPath, QosClass } from '../cgroup/types.ts';

@@ -9,13 +9,14 @@
 //   (memory.stat ~10 us: the kernel formats ~40 counters). seq_file regenerates the text on every read at
 //   offset 0, so a kept descriptor always sees the live value (a resize shows on the next scrape).
 // - so descriptors are kept open between scrapes (bounded by `maxOpenFiles`; the rest are opened per
-//   read) and closed by `sweep()` once their cgroup was not seen in a full scrape (pod deleted, container
-//   restarted under a new ID). A read on a descriptor of a removed cgroup fails with ENODEV: dropped, reopened
-//   by path once in case the path was recreated.
+//   read), all of a cgroup's released as soon as it reads as gone, and closed by `sweep()` once their
+//   cgroup was not read in a full walk (pod deleted, container restarted under a new ID). A read on a
+//   descriptor of a removed cgroup fails with ENODEV: dropped, and the path opened afresh once in case it
+//   was created again.
 // - reads are synchronous: cgroupfs never waits on a disk, and the caller (cadvisor.ts) bounds each batch
 //   between event-loop yields, so no scrape stalls the loop for long.
-// Only the files a series needs are read (no memsw), and flat-keyed files are searched for the few keys
-// used rather than parsed whole.
+// Only the files a series needs are read (no memsw), parsed in place in the read buffer (no string per
+// file), and flat-keyed files are searched for the few keys used rather than parsed whole.
 //
 // Paths are built from validated segments (podCgroupPath checks the UID; child names come from the kernel's
 // readdir and are only used when classifyChildDir recognises them), and cgroupfs holds no symlinks: the
