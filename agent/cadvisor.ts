@@ -230,6 +230,13 @@ export function createNodeScanner(opts: ScannerOptions): NodeScanner {
   const batch = opts.batch ?? 64;
   const relistAfter = opts.relistAfterMs ?? 60_000;
   const listings = new Map<string, Listing>();
+  // Pods listed together (at start) would all be listed again in the same scrape: spread them over
+  // 75-100% of the interval, by UID so the schedule is stable.
+  const spread = (uid: string) => {
+    let h = 0;
+    for (let i = 0; i < uid.length; i++) h = (h * 31 + uid.charCodeAt(i)) >>> 0;
+    return 0.75 + (h % 1000) / 4000;
+  };
   const nodeTargets: Target[] = nodeLevelPaths(layout).map((path) => ({
     path,
     level: 'node',
@@ -239,7 +246,7 @@ export function createNodeScanner(opts: ScannerOptions): NodeScanner {
   /** The pod's listing, made again when the pod object or its directory may have changed; null: no cgroup. */
   function listingOf(pod: PodLike, uid: string): Listing | null {
     const old = listings.get(uid);
-    const fresh = old && !old.stale && now() - old.at <= relistAfter;
+    const fresh = old && !old.stale && now() - old.at <= relistAfter * spread(uid);
     if (fresh && old.pod === pod) return old;
     const named = containersById(pod);
     const ids = [...named.keys()].sort().join(',');
