@@ -1,11 +1,12 @@
 // The endpoint's routes, driven without a socket: probes, the JSON view, resizelet's own series next to the
 // cAdvisor ones, and the promise of no write route.
+import { gunzipSync } from 'node:zlib';
 import { describe, expect, test } from 'vitest';
 import { buildHttpApp, type HttpDeps } from '../../agent/http.ts';
 import type { PodView } from '../../agent/reconcile/reconciler.ts';
 import type { PodLike } from '../../agent/resize/pod.ts';
 import { buildNodeTree, CGROUP_ROOT } from '../support/cgroup-tree.ts';
-import { memSyncFs, parseExposition, plainDeps } from './helpers.ts';
+import { memSyncFs, parseExposition, plainDeps, seriesKey } from './helpers.ts';
 
 const Mi = 1024n * 1024n;
 const id = (c: string) => c.repeat(64);
@@ -170,6 +171,27 @@ describe('/metrics', () => {
     expect((await quota())[0]?.value).toBe(150_000);
     pods.splice(0, 1);
     expect(await quota()).toEqual([]);
+    await app.close();
+  });
+
+  test('gzip when asked, as Prometheus does: the same exposition, a fraction of the bytes', async () => {
+    const { app } = await appFor();
+    const plain = await app.inject({ method: 'GET', url: '/metrics' });
+    const zipped = await app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { 'accept-encoding': 'gzip' },
+    });
+    expect(zipped.headers['content-encoding']).toBe('gzip');
+    expect(plain.headers['content-encoding']).toBeUndefined();
+    const text = gunzipSync(zipped.rawPayload).toString('utf8');
+    const series = (t: string) =>
+      parseExposition(t)
+        .samples.filter((s) => s.name.startsWith('container_'))
+        .map(seriesKey)
+        .sort();
+    expect(series(text)).toEqual(series(plain.body));
+    expect(zipped.rawPayload.length).toBeLessThan(plain.rawPayload.length / 3);
     await app.close();
   });
 
