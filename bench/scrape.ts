@@ -1,13 +1,13 @@
-// `npm run bench -- scrape [--pods N] [--scrapes N] [--idle-seconds S] [--tsx] [--node-options "..."]`: the /metrics endpoint on a
-// node of 250 pods x 2 containers (plus each pod's sandbox), built as real cgroup v1 directories and removed
-// afterwards. The endpoint runs in its own process as the image runs the agent: this file compiled to
-// JavaScript by tsc (as the Dockerfile does), on plain Node with the DaemonSet's NODE_OPTIONS, in a cgroup of
-// its own beside the pods (--tsx runs it from source instead: +~50 MB RSS for the loader). This process
-// only scrapes it:
+// `npm run bench -- scrape`: the /metrics endpoint on a node of 250 pods x 2 containers (plus each pod's
+// sandbox), built as real cgroup v1 directories and removed afterwards. The endpoint runs in its own process
+// as the image runs the agent: this file compiled to JavaScript by tsc (as the Dockerfile does), on plain
+// Node with the DaemonSet's NODE_OPTIONS, in a cgroup of its own beside the pods. This process only scrapes
+// it, as Prometheus does (gzip accepted):
 //   1. a burst of back-to-back scrapes: latency p50/p99 and size, with the server's event loop watched at
 //      1 ms resolution for stalls;
 //   2. an idle minute at a 10 s scrape interval: the server's CPU (from /proc/<pid>/stat) and peak RSS.
-// Writes bench/results/scrape.json.
+// Writes bench/results/scrape.json. Options: --pods N, --scrapes N (burst), --idle-seconds S, --plain (no
+// gzip), --tsx (run the endpoint from source: +~50 MB RSS for the loader), --node-options=... (the server's).
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -104,10 +104,12 @@ async function serve(inputPath: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------
 // The driver
 
-function scrape(agent: http.Agent, port: number): Promise<{ ms: number; bytes: number }> {
+/** One scrape as Prometheus makes it (gzip accepted unless `plain`): its time and the bytes received. */
+function scrape(agent: http.Agent, port: number, plain: boolean): Promise<{ ms: number; bytes: number }> {
   const t = performance.now();
+  const headers = plain ? {} : { 'accept-encoding': 'gzip' };
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/metrics', agent }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/metrics', agent, headers }, (res) => {
       let bytes = 0;
       res.on('data', (chunk: Buffer) => (bytes += chunk.length));
       res.on('end', () => {
@@ -179,6 +181,7 @@ async function drive(): Promise<void> {
       scrapes: { type: 'string', default: '200' },
       'idle-seconds': { type: 'string', default: '60' },
       tsx: { type: 'boolean', default: false },
+      plain: { type: 'boolean', default: false },
       'node-options': { type: 'string', default: NODE_OPTIONS.join(' ') },
     },
   });
@@ -266,17 +269,19 @@ async function drive(): Promise<void> {
     }
 
     // 1. Burst.
-    for (let i = 0; i < 5; i++) await scrape(agent, port);
+    for (let i = 0; i < 5; i++) await scrape(agent, port, values.plain);
     child.send({ type: 'eld-start' } satisfies ToServer);
     const times: number[] = [];
     let bytes = 0;
     for (let i = 0; i < scrapeCount; i++) {
-      const r = await scrape(agent, port);
+      const r = await scrape(agent, port, values.plain);
       times.push(r.ms);
       bytes = r.bytes;
     }
     child.send({ type: 'eld-stop' } satisfies ToServer);
     const { maxMs: stallMs } = await nextMessage(child, 'eld');
+    // The exposition's own size, whatever the burst's encoding.
+    const textBytes = values.plain ? bytes : (await scrape(agent, port, true)).bytes;
 
     // 2. Idle at a 10 s scrape interval.
     await sleep(2_000); // let the burst's garbage collection settle
@@ -285,7 +290,7 @@ async function drive(): Promise<void> {
     let rssPeak = rssMb(pid);
     for (let s = 1; s <= idleSeconds; s++) {
       await sleep(1_000);
-      if (s % 10 === 0) await scrape(agent, port);
+      if (s % 10 === 0) await scrape(agent, port, values.plain);
       rssPeak = Math.max(rssPeak, rssMb(pid));
     }
     const idleMillicores = ((cpuTimeMs(pid) - cpu0) / (performance.now() - t1)) * 1000;
@@ -297,7 +302,7 @@ async function drive(): Promise<void> {
       containers: podCount * 2,
       scrape_p50_ms: round(percentile(times, 50)),
       scrape_p99_ms: round(percentile(times, 99)),
-      bytes,
+      bytes: textBytes,
       event_loop_max_stall_ms: round(stallMs),
       idle_cpu_millicores: round(idleMillicores),
       rss_mb: round(rssPeak, 1),
@@ -316,7 +321,8 @@ async function drive(): Promise<void> {
     printTable([
       row('scrape p50 (ms)', result.scrape_p50_ms, '< 25', result.scrape_p50_ms < 25),
       row('scrape p99 (ms)', result.scrape_p99_ms, '< 60', result.scrape_p99_ms < 60),
-      row('bytes per scrape', result.bytes, '', true),
+      row('bytes per scrape (text)', result.bytes, '', true),
+      row(`bytes on the wire (${values.plain ? 'plain' : 'gzip'})`, bytes, '', true),
       row(
         'event loop max stall (ms)',
         result.event_loop_max_stall_ms,
