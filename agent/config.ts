@@ -36,6 +36,8 @@ export interface Config {
    * (`none`): cgroup files only.
    */
   systemdBus: string | null;
+  /** How often the autoscaler reads autoscaled containers' cgroups; 0 turns the autoscaler off. */
+  autoscaleIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -59,6 +61,7 @@ const options = {
   'log-level': { type: 'string' },
   'memory-margin': { type: 'string' },
   'systemd-bus': { type: 'string' },
+  'autoscale-interval': { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -79,6 +82,7 @@ export const USAGE = `usage: resizelet agent [flags]   (each flag also reads the
   --memory-margin BYTES     min headroom above working set when lowering memory [RESIZELET_MEMORY_MARGIN] default 8388608
   --systemd-bus ADDRESS     systemd driver: where to reach systemd so resizes survive daemon-reload [RESIZELET_SYSTEMD_BUS]
                             default unix:path=/run/systemd/private (or unix:path=/run/dbus/system_bus_socket); none = off
+  --autoscale-interval DUR  how often autoscaled pods' cgroups are read [RESIZELET_AUTOSCALE_INTERVAL] default 500ms; 0 = off
   --log-level LEVEL         [RESIZELET_LOG_LEVEL] default info
 `;
 
@@ -180,5 +184,9 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
     memoryMarginBytes: BigInt(margin),
     memoryMarginFraction: 0.05,
     systemdBus: systemdBus === 'none' ? null : systemdBus,
+    autoscaleIntervalMs: parseDuration(
+      get('autoscale-interval', 'RESIZELET_AUTOSCALE_INTERVAL') ?? '500ms',
+      '--autoscale-interval',
+    ),
   });
 }

@@ -13,6 +13,8 @@ import type { CgroupFs, CgroupLayout } from '../cgroup/types.ts';
 import { ConfigError, loadConfig, USAGE, type Config } from './config.ts';
 import { createKubePort, httpStatusOf, loadKubeConfig, type KubePort } from './kube/api.ts';
 import { createPodInformer, type PodInformer } from './kube/informer.ts';
+import { createAutoscaler, type Autoscaler } from './autoscale/sampler.ts';
+import { nodeSyncFs } from './cgroup-stats.ts';
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
 import { parseCpuMillicores, parseMemoryBytes } from './resize/quantity.ts';
 import { createActuator } from './reconcile/actuator.ts';
@@ -165,6 +167,22 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     enqueue: (key) => queue.enqueue(key),
     deferredRetryMs: config.deferredRetryMs,
     onResizeTiming: hooks.onResizeTiming,
+    recommendation: (key) => autoscaler.recommendation(key),
+  });
+
+  // Decisions go through the resize path above: a request annotation the informer brings back.
+  const autoscaler: Autoscaler = createAutoscaler({
+    nodeName: config.nodeName,
+    layout,
+    files: nodeSyncFs,
+    pods: () => informer.list(),
+    kube,
+    event: (pod, e) => publisher.event(pod, e),
+    metrics,
+    log: log.child({ component: 'autoscaler' }),
+    clock,
+    intervalMs: config.autoscaleIntervalMs,
+    onRecommendation: (key) => queue.enqueue(key),
   });
 
   const informer: PodInformer = createPodInformer({
@@ -218,6 +236,7 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
   await refreshNode();
   timers.push(setInterval(() => void refreshNode(), 30_000));
   void informer.start().catch((err: unknown) => log.error({ err }, 'informer start failed'));
+  autoscaler.start();
   timers.push(
     setInterval(() => {
       void reconciler.reconcileAll().catch((err: unknown) => log.error({ err }, 'drift check failed'));
@@ -235,6 +254,7 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     async stop() {
       for (const t of timers) clearInterval(t);
       if (nodeRetry) clearTimeout(nodeRetry);
+      await autoscaler.stop();
       await informer.stop();
       queue.stop();
       // Give in-flight status patches a moment; cgroups are already written and the checkpoint is durable.

@@ -17,6 +17,9 @@ export interface AgentMetrics {
   informerRestarts: Counter;
   checkpointProblems: Counter;
   systemdFallbacks: Counter<'reason'>;
+  autoscaleDecisions: Counter<'resource' | 'kind' | 'direction' | 'trigger' | 'mode'>;
+  autoscalePolicyInvalid: Counter;
+  autoscaleSampleDuration: Histogram;
 }
 
 export function createAgentMetrics(registry: Registry = new Registry()): AgentMetrics {
@@ -85,6 +88,23 @@ export function createAgentMetrics(registry: Registry = new Registry()): AgentMe
       name: 'resizelet_systemd_fallbacks_total',
       help: 'Applies on a systemd-driver node whose values systemd could not be given (reason: unreachable, timeout, refused): written to the cgroup files only, so a daemon-reload would undo them until the reconcile loop re-applies them through systemd.',
       labelNames: ['reason'] as const,
+      registers,
+    }),
+    autoscaleDecisions: new Counter({
+      name: 'resizelet_autoscale_decisions_total',
+      help: 'Values the autoscaler changed (mode="Auto": requests written) or recommended (mode="Recommend"), by resource, kind (request, limit), direction (up, down) and trigger (cpu-utilization, cpu-throttling, memory-watermark, oom-kill, quiet).',
+      labelNames: ['resource', 'kind', 'direction', 'trigger', 'mode'] as const,
+      registers,
+    }),
+    autoscalePolicyInvalid: new Counter({
+      name: 'resizelet_autoscale_policy_invalid_total',
+      help: 'Autoscale policy annotations refused (each distinct text once per pod; an AutoscalePolicyInvalid Event says why).',
+      registers,
+    }),
+    autoscaleSampleDuration: new Histogram({
+      name: 'resizelet_autoscale_sample_duration_seconds',
+      help: "Duration of one autoscaler pass: reading every autoscaled container's cgroups and deciding.",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers,
     }),
   };

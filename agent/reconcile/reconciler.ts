@@ -19,6 +19,7 @@ import {
   encodeStatus,
   toWireAllocation,
   type ResourceStatus,
+  type WireAllocation,
 } from '../resize/status.ts';
 import type { DesiredContainer } from '../resize/validate.ts';
 import { Annotations, EventReasons, ResizeStatuses } from '../resize/vocabulary.ts';
@@ -54,6 +55,11 @@ export interface ReconcilerDeps {
   deferredRetryMs: number;
   /** Instrumentation for benchmarks: each resize's latency per stage, in milliseconds. */
   onResizeTiming?: (t: { key: string; stage: 'cgroup' | 'completed'; ms: number }) => void;
+  /**
+   * The autoscaler's recommendation for a pod (Recommend mode), carried in every status this reconciler
+   * publishes for it; the autoscaler enqueues the pod when it changes. This agent is the status's only writer.
+   */
+  recommendation?(key: string): WireAllocation[] | undefined;
 }
 
 /** What the agent knows of one pod, for the JSON view and metrics. */
@@ -198,6 +204,10 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         allocatedResources: entry.allocation,
         lastTransitionTime: '',
       });
+    // A status that answers no request only carries a recommendation (see syncRecommendation): the pod
+    // holds its spec, and nothing is to be enforced or checkpointed for it.
+    const text = pod.metadata?.annotations?.[Annotations.status];
+    if (text !== undefined && decodeStatus(text)?.observedRequest === undefined) return undefined;
     return statusAllocation(pod);
   }
 
@@ -257,12 +267,31 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     events: PodEvent[],
     onAck?: () => void,
   ): void {
-    const text = encodeStatus(status);
+    const text = encodeStatus({ ...status, recommendation: deps.recommendation?.(podKey(pod)) });
     const changed = text !== st.published;
     st.published = text;
     if (changed) publisher.publish(pod, text, onAck);
     else onAck?.();
     for (const e of events) publisher.event(pod, e);
+  }
+
+  /**
+   * Recommend mode: put the autoscaler's current recommendation into the pod's status (or take a stale one
+   * out). A pod never resized has no status yet; it gets one that answers no request (no observedRequest)
+   * and lists the spec's values as what it holds.
+   */
+  function syncRecommendation(pod: PodLike, st: PodState, seen: PodLike): void {
+    if (!deps.recommendation) return;
+    const rec = deps.recommendation(podKey(pod));
+    const prev = decodeStatus(seen.metadata?.annotations?.[Annotations.status]);
+    if (JSON.stringify(prev?.recommendation) === JSON.stringify(rec)) return;
+    const base: ResourceStatus = prev ?? {
+      resizeStatus: ResizeStatuses.Completed,
+      allocatedResources: wire(fromAllocation(pod, new Map())),
+      message: 'no resize requested; the autoscaler recommends (Recommend mode: nothing is changed)',
+      lastTransitionTime: new Date(clock.now()).toISOString(),
+    };
+    publish(pod, st, base, []);
   }
 
   function scheduleRetry(key: string, st: PodState): void {
@@ -603,6 +632,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       }
       switch (d.kind) {
         case 'idle': {
+          syncRecommendation(pod, st, seen);
           if (allocation) await enforce(key, pod, st, allocation, false);
           return;
         }

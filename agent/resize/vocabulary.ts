@@ -35,7 +35,13 @@ export const EventReasons = {
   Completed: 'ResizeCompleted',
   Reapplied: 'ResizeReapplied',
   Restarting: 'ResizeRestartingContainer',
-} as const satisfies Partial<Record<ResizeStatus | 'Reapplied' | 'Restarting', string>>;
+  /** The autoscale policy annotation was refused (once per policy text); the message says why. */
+  AutoscalePolicyInvalid: 'AutoscalePolicyInvalid',
+  /** The autoscaler decided (Auto) or recommended (Recommend) a change; the message gives its reason. */
+  AutoscaleDecision: 'AutoscaleDecision',
+} as const satisfies Partial<
+  Record<ResizeStatus | 'Reapplied' | 'Restarting' | 'AutoscalePolicyInvalid' | 'AutoscaleDecision', string>
+>;
 export type EventReason = (typeof EventReasons)[keyof typeof EventReasons];
 
 export const ResizableResources = ['cpu', 'memory'] as const;
