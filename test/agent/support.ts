@@ -5,7 +5,9 @@ import { fileURLToPath } from 'node:url';
 import type { FakeApiServer, Pod } from '../fakes/apiserver.ts';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
-const tsx = `${repo}node_modules/.bin/tsx`;
+// Node with tsx's loader in-process, not the `tsx` binary: the binary is a wrapper that starts a second
+// node process, so SIGKILL to the wrapper would leave the real agent running (an orphan per test run).
+const nodeArgs = ['--import', 'tsx'];
 
 export interface AgentProcess {
   child: ChildProcess;
@@ -16,7 +18,7 @@ export interface AgentProcess {
 }
 
 export function startAgentProcess(args: string[], env: Record<string, string> = {}): AgentProcess {
-  const child = spawn(tsx, [`${repo}bin/resizelet.ts`, 'agent', ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, `${repo}bin/resizelet.ts`, 'agent', ...args], {
     cwd: repo,
     env: { ...process.env, ...env, KUBERNETES_SERVICE_HOST: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
