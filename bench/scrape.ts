@@ -10,7 +10,7 @@
 // gzip), --tsx (run the endpoint from source: +~50 MB RSS for the loader), --node-options=... (the server's).
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -135,11 +135,11 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 
 /**
  * This file and what it imports, compiled as the Dockerfile compiles the agent (type checking is the
- * typecheck's job, not the bench's). Into bench/results/ (ignored by git): inside the repository, so the
- * output finds node_modules and package.json's "type": "module".
+ * typecheck's job, not the bench's), into `dir`, which gets the repository's node_modules (a symlink) and
+ * a package.json saying "type": "module", as the image has.
  */
-function compile(): string {
-  const outDir = join(repo, 'bench/results/.build');
+function compile(dir: string): string {
+  const outDir = join(dir, 'app');
   const r = spawnSync(
     process.execPath,
     [
@@ -152,6 +152,8 @@ function compile(): string {
     { stdio: 'inherit' },
   );
   if (r.status !== 0) throw new Error(`tsc failed (${r.status})`);
+  writeFileSync(join(outDir, 'package.json'), '{ "type": "module" }\n');
+  symlinkSync(join(repo, 'node_modules'), join(outDir, 'node_modules'));
   return join(outDir, 'bench/scrape.js');
 }
 
@@ -252,7 +254,7 @@ async function drive(): Promise<void> {
     const inputPath = join(dir, 'input.json');
     await writeFile(inputPath, JSON.stringify(input));
 
-    const entry = values.tsx ? fileURLToPath(import.meta.url) : compile();
+    const entry = values.tsx ? fileURLToPath(import.meta.url) : compile(dir);
     const nodeOptions = values['node-options'].split(' ').filter(Boolean);
     child = fork(entry, ['--serve', inputPath], {
       execArgv: values.tsx ? ['--import', 'tsx', ...nodeOptions] : nodeOptions,
@@ -348,7 +350,6 @@ async function drive(): Promise<void> {
     }
     await sandbox.cleanup();
     await rm(dir, { recursive: true, force: true });
-    await rm(join(repo, 'bench/results/.build'), { recursive: true, force: true });
   }
 }
 
