@@ -272,6 +272,7 @@ async function drive(): Promise<void> {
 
     // 1. Burst.
     for (let i = 0; i < 5; i++) await scrape(agent, port, values.plain);
+    const burstCpu0 = cpuTimeMs(pid);
     child.send({ type: 'eld-start' } satisfies ToServer);
     const times: number[] = [];
     let bytes = 0;
@@ -280,6 +281,7 @@ async function drive(): Promise<void> {
       times.push(r.ms);
       bytes = r.bytes;
     }
+    const cpuPerScrape = (cpuTimeMs(pid) - burstCpu0) / scrapeCount;
     child.send({ type: 'eld-stop' } satisfies ToServer);
     const { maxMs: stallMs } = await nextMessage(child, 'eld');
     // The exposition's own size, whatever the burst's encoding.
@@ -323,6 +325,7 @@ async function drive(): Promise<void> {
     printTable([
       row('scrape p50 (ms)', result.scrape_p50_ms, '< 25', result.scrape_p50_ms < 25),
       row('scrape p99 (ms)', result.scrape_p99_ms, '< 60', result.scrape_p99_ms < 60),
+      row('server CPU per scrape (ms)', round(cpuPerScrape), '', true),
       row('bytes per scrape (text)', result.bytes, '', true),
       row(`bytes on the wire (${values.plain ? 'plain' : 'gzip'})`, bytes, '', true),
       row(
