@@ -31,6 +31,12 @@ export interface Config {
   /** Headroom a lowered memory limit must leave above the working set. */
   memoryMarginBytes: bigint;
   memoryMarginFraction: number;
+  /** `--namespaces`: only pods of these namespaces are resized; undefined = every namespace. */
+  namespaces: readonly string[] | undefined;
+  /** How often the Node is re-read (allocatable gates admission; a shrink re-judges waiting requests). */
+  nodeRefreshIntervalMs: number;
+  /** TEST-ONLY fault hooks (environment only, never flags); undefined in production. See TestHooks. */
+  testHooks: TestHooks | undefined;
   /**
    * D-Bus address of systemd, used on systemd-driver nodes so resizes survive a daemon-reload; null = off
    * (`none`): cgroup files only.
@@ -38,6 +44,44 @@ export interface Config {
   systemdBus: string | null;
   /** How often the autoscaler reads autoscaled containers' cgroups; 0 turns the autoscaler off. */
   autoscaleIntervalMs: number;
+}
+
+/**
+ * TEST-ONLY. Faults the hardening tests inject into a real agent process (test/hardening/). Read from the
+ * environment only, never from flags, and logged loudly at start when set; nothing in a DaemonSet sets them.
+ * - RESIZELET_TEST_PAUSE_AFTER_WRITES=N[:hang]: after the N-th cgroup write of the process, stop the process
+ *   with SIGSTOP (default: before any other callback can run, so nothing else happens after that write) or
+ *   hang that write's promise forever (`hang`: the event loop runs on, so an in-flight checkpoint save
+ *   completes). The test then SIGKILLs the agent between two writes of one plan.
+ * - RESIZELET_TEST_CGROUP_FAULTS=ERRNO:FILE:TIMES[,...]: the next TIMES writes to a cgroup file named FILE
+ *   fail with ERRNO (EBUSY, EINVAL, EACCES, ...), as the kernel would refuse them.
+ */
+export interface TestHooks {
+  pauseAfterWrites?: { writes: number; mode: 'stop' | 'hang' };
+  cgroupFaults?: Array<{ errno: string; file: string; times: number }>;
+}
+
+function testHooksFrom(env: Record<string, string | undefined>): TestHooks | undefined {
+  const hooks: TestHooks = {};
+  const pause = env.RESIZELET_TEST_PAUSE_AFTER_WRITES;
+  if (pause) {
+    const m = /^(\d+)(?::(stop|hang))?$/.exec(pause);
+    if (!m)
+      throw new ConfigError(
+        `RESIZELET_TEST_PAUSE_AFTER_WRITES: ${JSON.stringify(pause)} is not N[:stop|hang]`,
+      );
+    hooks.pauseAfterWrites = { writes: Number(m[1]), mode: (m[2] ?? 'stop') as 'stop' | 'hang' };
+  }
+  const faults = env.RESIZELET_TEST_CGROUP_FAULTS;
+  if (faults) {
+    hooks.cgroupFaults = faults.split(',').map((f) => {
+      const m = /^(E[A-Z]+):([A-Za-z0-9_.]+):(\d+)$/.exec(f.trim());
+      if (!m)
+        throw new ConfigError(`RESIZELET_TEST_CGROUP_FAULTS: ${JSON.stringify(f)} is not ERRNO:FILE:TIMES`);
+      return { errno: m[1]!, file: m[2]!, times: Number(m[3]) };
+    });
+  }
+  return hooks.pauseAfterWrites || hooks.cgroupFaults ? hooks : undefined;
 }
 
 export class ConfigError extends Error {
@@ -60,6 +104,8 @@ const options = {
   'deferred-retry': { type: 'string' },
   'log-level': { type: 'string' },
   'memory-margin': { type: 'string' },
+  namespaces: { type: 'string' },
+  'node-refresh': { type: 'string' },
   'systemd-bus': { type: 'string' },
   'autoscale-interval': { type: 'string' },
   help: { type: 'boolean' },
@@ -79,6 +125,8 @@ export const USAGE = `usage: resizelet agent [flags]   (each flag also reads the
   --listen HOST:PORT        metrics/health endpoint [RESIZELET_LISTEN] default 0.0.0.0:9977
   --reconcile-interval DUR  drift check period [RESIZELET_RECONCILE_INTERVAL] default 10s
   --deferred-retry DUR      retry period for Deferred requests [RESIZELET_DEFERRED_RETRY] default 5s
+  --namespaces NS,NS        resize only pods of these namespaces [RESIZELET_NAMESPACES]; default all
+  --node-refresh DUR        how often the Node's allocatable is re-read [RESIZELET_NODE_REFRESH] default 30s
   --memory-margin BYTES     min headroom above working set when lowering memory [RESIZELET_MEMORY_MARGIN] default 8388608
   --systemd-bus ADDRESS     systemd driver: where to reach systemd so resizes survive daemon-reload [RESIZELET_SYSTEMD_BUS]
                             default unix:path=/run/systemd/private (or unix:path=/run/dbus/system_bus_socket); none = off
@@ -154,6 +202,17 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
   if (!/^\d+$/.test(margin))
     throw new ConfigError(`--memory-margin: ${JSON.stringify(margin)} is not a byte count`);
 
+  const nsList = get('namespaces', 'RESIZELET_NAMESPACES');
+  const namespaces = nsList
+    ?.split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+  for (const n of namespaces ?? []) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(n) || n.length > 63) {
+      throw new ConfigError(`--namespaces: ${JSON.stringify(n)} is not a namespace name`);
+    }
+  }
+
   return Object.freeze({
     nodeName,
     kubeconfig,
@@ -183,6 +242,12 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
     logLevel: get('log-level', 'RESIZELET_LOG_LEVEL') ?? 'info',
     memoryMarginBytes: BigInt(margin),
     memoryMarginFraction: 0.05,
+    namespaces: namespaces && namespaces.length > 0 ? Object.freeze(namespaces) : undefined,
+    nodeRefreshIntervalMs: parseDuration(
+      get('node-refresh', 'RESIZELET_NODE_REFRESH') ?? '30s',
+      '--node-refresh',
+    ),
+    testHooks: testHooksFrom(env),
     systemdBus: systemdBus === 'none' ? null : systemdBus,
     autoscaleIntervalMs: parseDuration(
       get('autoscale-interval', 'RESIZELET_AUTOSCALE_INTERVAL') ?? '500ms',

@@ -10,9 +10,10 @@ import { DEFAULT_MEMORY_MARGIN } from '../cgroup/planner.ts';
 import { createSystemdSync } from '../cgroup/systemd-apply.ts';
 import { createDbusSystemdPort } from '../cgroup/systemd-bus.ts';
 import type { CgroupFs, CgroupLayout } from '../cgroup/types.ts';
-import { ConfigError, loadConfig, USAGE, type Config } from './config.ts';
+import { ConfigError, loadConfig, USAGE, type Config, type TestHooks } from './config.ts';
 import { createKubePort, httpStatusOf, loadKubeConfig, type KubePort } from './kube/api.ts';
 import { createPodInformer, type PodInformer } from './kube/informer.ts';
+import { createNamespaceState, type NamespaceState } from './kube/namespace-state.ts';
 import { createAutoscaler, type Autoscaler } from './autoscale/sampler.ts';
 import { nodeSyncFs } from './cgroup-stats.ts';
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
@@ -20,6 +21,7 @@ import { parseCpuMillicores, parseMemoryBytes } from './resize/quantity.ts';
 import { createActuator } from './reconcile/actuator.ts';
 import { createCheckpoint } from './reconcile/checkpoint.ts';
 import { createStatusPublisher } from './reconcile/publisher.ts';
+import { createAllocationVerifier } from './reconcile/verify.ts';
 import { createKeyedQueue } from './reconcile/queue.ts';
 import {
   createReconciler,
@@ -42,6 +44,41 @@ export const realCgroupFs: CgroupFs = {
   lstat: async (p) => lstatSync(p),
   realpath: async (p) => realpathSync(p),
 };
+
+/**
+ * TEST-ONLY (config.testHooks, set only through RESIZELET_TEST_* variables): the cgroup port with injected
+ * kernel refusals, and a pause after the N-th write so a test can SIGKILL the agent between two writes of one
+ * plan, deterministically. Production agents never get here.
+ */
+function withTestHooks(fs: CgroupFs, hooks: TestHooks, log: Logger): CgroupFs {
+  let writes = 0;
+  const faults = (hooks.cgroupFaults ?? []).map((f) => ({ ...f }));
+  return {
+    ...fs,
+    async writeFile(path, data) {
+      const file = path.slice(path.lastIndexOf('/') + 1);
+      const fault = faults.find((f) => f.times > 0 && f.file === file);
+      if (fault) {
+        fault.times--;
+        throw Object.assign(
+          new Error(`${fault.errno}: injected (RESIZELET_TEST_CGROUP_FAULTS), write '${path}'`),
+          {
+            code: fault.errno,
+          },
+        );
+      }
+      await fs.writeFile(path, data);
+      writes++;
+      const pause = hooks.pauseAfterWrites;
+      if (pause && writes === pause.writes) {
+        log.warn({ writes, path, mode: pause.mode }, 'TEST HOOK: pausing after this cgroup write');
+        // SIGSTOP synchronously: not even a promise callback runs between this write and the stop.
+        if (pause.mode === 'stop') process.kill(process.pid, 'SIGSTOP');
+        else await new Promise<never>(() => undefined);
+      }
+    },
+  };
+}
 
 export interface RunningAgent {
   config: Config;
@@ -80,6 +117,9 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
   const clock = systemClock;
   const metrics = createAgentMetrics();
   const fs = realCgroupFs;
+  if (config.testHooks)
+    log.warn({ testHooks: config.testHooks }, 'TEST HOOKS ACTIVE: cgroup writes will be faulted');
+  const writeFs = config.testHooks ? withTestHooks(fs, config.testHooks, log) : fs;
 
   const mountinfo = await fsp.readFile(config.mountinfoPath, 'utf8');
   const overrides: Partial<CgroupLayout> = {};
@@ -109,6 +149,21 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
 
   const kc = loadKubeConfig(config.kubeconfig);
   const kube: KubePort = createKubePort(kc, { component: 'resizelet', host: config.nodeName });
+  // Quotas, LimitRanges and the namespace opt-out label; a change re-judges the namespace's pods here.
+  const namespaceState: NamespaceState = createNamespaceState({
+    kc,
+    clock,
+    onChange: (ns) => {
+      for (const p of informer.list())
+        if (p.metadata?.namespace === ns) queue.enqueue(`${ns}/${p.metadata?.name}`);
+    },
+    onError: (what, err, restartInMs) =>
+      log.warn(
+        { what, err: (err as Error)?.message ?? String(err), restartInMs },
+        'namespace watch failed; restarting',
+      ),
+  });
+  const scope = config.namespaces && new Set(config.namespaces);
   let nodeState: NodeState = { allocatable: undefined, memoryCapacityBytes: undefined };
 
   // systemd driver: resizes also go to systemd as runtime unit properties, or a daemon-reload (any package
@@ -119,7 +174,7 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
       : undefined;
   if (systemdPort) log.info({ address: config.systemdBus }, 'resizes go through systemd as well as cgroupfs');
   const actuator = createActuator({
-    fs,
+    fs: writeFs,
     layout,
     memoryMargin: {
       bytes: config.memoryMarginBytes,
@@ -166,6 +221,9 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     node: () => nodeState,
     enqueue: (key) => queue.enqueue(key),
     deferredRetryMs: config.deferredRetryMs,
+    namespaces: namespaceState,
+    inScope: scope ? (ns) => scope.has(ns) : undefined,
+    verify: createAllocationVerifier({ fs, layout }),
     onResizeTiming: hooks.onResizeTiming,
     recommendation: (key) => autoscaler.recommendation(key),
   });
@@ -214,7 +272,12 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
       const before = nodeState.allocatable;
       nodeState = nodeStateFrom(await kube.readNode(config.nodeName));
       nodeAttempt = 0;
-      if (!before && nodeState.allocatable) {
+      const after = nodeState.allocatable;
+      // First known, or changed: a shrink can leave Accepted and Deferred requests that no longer fit.
+      if (
+        after &&
+        (!before || before.cpuMilli !== after.cpuMilli || before.memoryBytes !== after.memoryBytes)
+      ) {
         for (const p of informer.list()) queue.enqueue(`${p.metadata?.namespace}/${p.metadata?.name}`);
       }
     } catch (err) {
@@ -234,7 +297,13 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     }
   };
   await refreshNode();
-  timers.push(setInterval(() => void refreshNode(), 30_000));
+  timers.push(setInterval(() => void refreshNode(), config.nodeRefreshIntervalMs));
+  // Namespace rules first (a few small lists), so the pods the informer brings are judged against known
+  // quotas rather than waiting as Deferred; bounded, since a hung API server must not hold up the start.
+  await Promise.race([
+    namespaceState.start().catch((err: unknown) => log.error({ err }, 'namespace informers failed')),
+    clock.sleep(5_000),
+  ]);
   void informer.start().catch((err: unknown) => log.error({ err }, 'informer start failed'));
   autoscaler.start();
   timers.push(
@@ -256,6 +325,7 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
       if (nodeRetry) clearTimeout(nodeRetry);
       await autoscaler.stop();
       await informer.stop();
+      await namespaceState.stop();
       queue.stop();
       // Give in-flight status patches a moment; cgroups are already written and the checkpoint is durable.
       await Promise.race([publisher.idle(), clock.sleep(3_000)]);

@@ -33,6 +33,12 @@ export const API_CALLS = [
   { resource: 'pods', verbs: ['list', 'watch', 'patch'] },
   { resource: 'nodes', verbs: ['get'] },
   { resource: 'events', verbs: ['create'] },
+  // Namespace rules (agent/kube/namespace-state.ts): one cluster-wide informer each, so judging stays
+  // synchronous and survives an API outage on the last known state. The namespace's pods on other nodes are
+  // a `list pods` per namespace, already granted above.
+  { resource: 'namespaces', verbs: ['list', 'watch'] },
+  { resource: 'resourcequotas', verbs: ['list', 'watch'] },
+  { resource: 'limitranges', verbs: ['list', 'watch'] },
 ] as const;
 
 export function loadKubeConfig(kubeconfigPath: string | undefined): k8s.KubeConfig {

@@ -2,9 +2,18 @@
 // once per key at a time (see queue.ts). Everything the agent has allocated is kept true here: after a
 // container restart (new container ID), on a periodic drift check, and from the checkpoint at start.
 import type { PodEvent } from '../kube/api.ts';
+import type { NamespaceSnapshot } from '../kube/namespace-state.ts';
 import type { AgentMetrics } from '../metrics.ts';
-import { addTotals, maxTotals, totalRequests, type RequestTotals } from '../resize/admission.ts';
-import { decide, effectiveTotals, statusAllocation, buildStatus } from '../resize/decide.ts';
+import { addTotals, admit, maxTotals, totalRequests, type RequestTotals } from '../resize/admission.ts';
+import {
+  decide,
+  effectiveTotals,
+  statusAllocation,
+  buildStatus,
+  humanMessage,
+  type Decision,
+  type NamespaceView,
+} from '../resize/decide.ts';
 import {
   isTerminal,
   podKey,
@@ -13,6 +22,17 @@ import {
   type PodLike,
   type Resources,
 } from '../resize/pod.ts';
+import {
+  effectiveUsage,
+  maxUsage,
+  podUsage,
+  projectedUsage,
+  ZERO_USAGE,
+  type NamespacePod,
+  type PodUsage,
+} from '../resize/quota.ts';
+import { parseCpuMillicores, parseMemoryBytes } from '../resize/quantity.ts';
+import { parseResizeRequest, requestHash } from '../resize/request.ts';
 import {
   allocationsFrom,
   decodeStatus,
@@ -55,6 +75,21 @@ export interface ReconcilerDeps {
   deferredRetryMs: number;
   /** Instrumentation for benchmarks: each resize's latency per stage, in milliseconds. */
   onResizeTiming?: (t: { key: string; stage: 'cgroup' | 'completed'; ms: number }) => void;
+  /** The namespace rules (opt-out label, LimitRanges, ResourceQuotas); unset: none apply. */
+  namespaces?: {
+    view(namespace: string): NamespaceSnapshot;
+    /** Every pod of the namespace on every node, from a list that began at or after `notBefore`. */
+    listPods(namespace: string, notBefore: number): Promise<PodLike[]>;
+  };
+  /** `--namespaces`: only pods of these namespaces are resized; unset: every namespace. */
+  inScope?(namespace: string): boolean;
+  /**
+   * Reads the live cgroups: whether the pod holds this allocation now. Only with it is an allocation adopted
+   * from a status annotation the checkpoint does not know (the annotation is writable by pod owners).
+   */
+  verify?(pod: PodLike, desired: DesiredContainer[]): Promise<'holds' | 'differs' | 'unknown'>;
+  /** How long a quota-checked resize waits for the API server to acknowledge its reservation. */
+  reserveTimeoutMs?: number;
   /**
    * The autoscaler's recommendation for a pod (Recommend mode), carried in every status this reconciler
    * publishes for it; the autoscaler enqueues the pod when it changes. This agent is the status's only writer.
@@ -78,11 +113,23 @@ interface PodState {
   containerIds: Record<string, string>;
   /** Requests accepted but not yet applied: counted by admission of other pods. */
   reserved?: RequestTotals;
+  /** The same, as a namespace quota counts it. */
+  reservedUsage?: PodUsage;
+  /** Set once this agent process has judged the pod (crash recovery runs on the first look only). */
+  looked?: boolean;
+  /** A status annotation whose allocation the live cgroups did not hold: never adopted. */
+  untrusted?: string;
   /** When the watch first delivered the current request (for resize latency). */
   seen?: { hash: string; at: number };
   retryTimer?: NodeJS.Timeout;
   /** A RestartContainer resize waiting for the kubelet to restart these containers (their old IDs). */
-  pendingRestart?: { hash: string; ids: Record<string, string>; deadline: number };
+  pendingRestart?: {
+    hash: string;
+    ids: Record<string, string>;
+    deadline: number;
+    /** The node's allocatable when accepted: if it changes before the restart, the request is judged again. */
+    allocatable?: RequestTotals;
+  };
   /** The request whose containers were already restarted: apply it without restarting again. */
   restartedFor?: string;
 }
@@ -208,7 +255,58 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     // holds its spec, and nothing is to be enforced or checkpointed for it.
     const text = pod.metadata?.annotations?.[Annotations.status];
     if (text !== undefined && decodeStatus(text)?.observedRequest === undefined) return undefined;
-    return statusAllocation(pod);
+    // The annotation is writable by anyone who can edit the pod: only this agent's own last published text
+    // counts. An allocation from before a lost checkpoint is adopted once the cgroups prove it (adoptFromStatus).
+    return ownStatus(pod) ? statusAllocation(pod) : undefined;
+  }
+
+  function withoutStatus(pod: PodLike): PodLike {
+    const annotations = { ...pod.metadata?.annotations };
+    delete annotations[Annotations.status];
+    return { ...pod, metadata: { ...pod.metadata, annotations } };
+  }
+
+  /** Whether the pod's status annotation is the text this agent process last published for it. */
+  function ownStatus(pod: PodLike): boolean {
+    const text = pod.metadata?.annotations?.[Annotations.status];
+    return text !== undefined && states.get(podKey(pod))?.published === text;
+  }
+
+  /**
+   * An allocation the checkpoint does not know, claimed by the status annotation (the checkpoint was lost or
+   * corrupt): adopted only when the live cgroups hold it, i.e. this node's agent applied it. Without the
+   * check, writing a `Completed` status by hand would be a way around every rule (node admission, quota,
+   * LimitRange). Loud either way: both only happen after a lost checkpoint or a forged annotation.
+   */
+  async function adoptFromStatus(key: string, pod: PodLike, st: PodState): Promise<void> {
+    const uid = pod.metadata?.uid ?? '';
+    if (!uid || checkpoint.get(uid) || st.published !== undefined) return;
+    const text = pod.metadata?.annotations?.[Annotations.status];
+    if (text === undefined || text === st.untrusted) return;
+    const status = decodeStatus(text);
+    const claimed = status?.observedRequest === undefined ? undefined : allocationsFrom(status);
+    if (!claimed) return;
+    let desired: DesiredContainer[];
+    try {
+      desired = fromAllocation(pod, claimed);
+      const spec = fromAllocation(pod, new Map());
+      if (desired.every((c, i) => sameResources(c.resources, spec[i]!.resources))) return;
+    } catch {
+      return; // a spec the agent cannot read: nothing to adopt against
+    }
+    const verdict = deps.verify ? await deps.verify(pod, desired) : 'differs';
+    if (verdict === 'unknown') return;
+    if (verdict === 'differs') {
+      st.untrusted = text;
+      log.warn(
+        { pod: key },
+        'the status annotation claims an allocation that neither the checkpoint nor the live cgroups hold; not adopted, its request is judged again',
+      );
+      return;
+    }
+    recordCheckpoint(pod, desired, { observedRequest: status?.observedRequest });
+    await checkpoint.save().catch((err: unknown) => log.error({ err }, 'checkpoint write failed'));
+    log.warn({ pod: key }, 'allocation rebuilt from the status annotation: the live cgroups hold it');
   }
 
   // Admission looks at every pod on the node for every request. A pod's spec resources never change (this
@@ -233,7 +331,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         allocTotalsMemo.set(entry, alloc);
       }
     } else {
-      const text = st?.published ?? p.metadata?.annotations?.[Annotations.status];
+      // Only this agent's own status: a pod owner's annotation must not take room from other pods.
+      const text = st?.published;
       if (text !== undefined) {
         alloc = allocTotalsByText.get(text);
         if (!alloc) {
@@ -247,6 +346,33 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     return alloc ? maxTotals(spec, alloc) : spec;
   }
 
+  /**
+   * A pod whose spec holds a quantity beyond what the agent counts exactly (a CPU limit of 1e16 passes API
+   * validation) must not stop every other pod's admission: it counts with the requests that can be read.
+   */
+  function readableTotals(p: PodLike, st: PodState | undefined): RequestTotals {
+    try {
+      return podTotals(p, st);
+    } catch {
+      let cpuMilli = 0;
+      let memoryBytes = 0n;
+      for (const c of p.spec?.containers ?? []) {
+        const r = c.resources?.requests ?? c.resources?.limits ?? {};
+        try {
+          if (r.cpu !== undefined) cpuMilli += parseCpuMillicores(String(r.cpu));
+        } catch {
+          // unreadable: not counted
+        }
+        try {
+          if (r.memory !== undefined) memoryBytes += parseMemoryBytes(String(r.memory));
+        } catch {
+          // unreadable: not counted
+        }
+      }
+      return { cpuMilli, memoryBytes };
+    }
+  }
+
   function othersTotals(exceptKey: string): RequestTotals[] {
     const out: RequestTotals[] = [];
     for (const p of cache.list()) {
@@ -254,7 +380,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       const key = podKey(p);
       if (key === exceptKey) continue;
       const st = states.get(key);
-      const eff = podTotals(p, st);
+      const eff = readableTotals(p, st);
       out.push(st?.reserved ? maxTotals(eff, st.reserved) : eff);
     }
     return out;
@@ -423,6 +549,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       hash: d.hash,
       ids: Object.fromEntries(names.map((n) => [n, ids[n] ?? ''])),
       deadline: clock.now() + RESTART_WAIT_MS,
+      allocatable: deps.node().allocatable,
     };
     const signalled = await actuator.restartContainers(pod, names);
     const message = `restarting ${names.join(', ')} to apply the resize (RestartContainer policy; ${signalled} processes signalled)`;
@@ -446,6 +573,199 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     scheduleRetry(key, st);
   }
 
+  /**
+   * Quota-checked resizes: publish `Accepted` with the new allocation and wait until the API server has
+   * stored it, before any cgroup is written. From then on every other node's agent counts this pod at the
+   * new size, so two nodes can only both take a namespace past a quota when their pod lists and these
+   * patches interleave (a window of one list plus one patch; docs/security.md). Not stored in time: Deferred.
+   */
+  async function reserve(
+    key: string,
+    pod: PodLike,
+    st: PodState,
+    d: Extract<Decision, { kind: 'actuate' }>,
+    previous: DesiredContainer[],
+  ): Promise<boolean> {
+    const prevStatus = decodeStatus(view(pod, st).metadata?.annotations?.[Annotations.status]);
+    const accepted = buildStatus(
+      prevStatus,
+      {
+        resizeStatus: ResizeStatuses.Accepted,
+        allocatedResources: wire(d.desired),
+        observedRequest: d.hash,
+        message:
+          'resize accepted; reserved against the namespace ResourceQuota before the cgroups are written',
+        source: d.source,
+      },
+      new Date(clock.now()),
+    );
+    const timeoutMs = deps.reserveTimeoutMs ?? 5_000;
+    let timer: NodeJS.Timeout | undefined;
+    const stored = await new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+      publish(pod, st, accepted, [], () => resolve(true));
+    });
+    clearTimeout(timer);
+    if (stored) return true;
+    st.reserved = undefined;
+    st.reservedUsage = undefined;
+    const message = `the API server did not store the quota reservation within ${timeoutMs} ms; the resize waits so that no namespace quota can be overrun`;
+    log.warn({ pod: key }, 'quota reservation not acknowledged; resize deferred');
+    publish(
+      pod,
+      st,
+      buildStatus(
+        prevStatus,
+        {
+          resizeStatus: ResizeStatuses.Deferred,
+          allocatedResources: wire(previous),
+          observedRequest: d.hash,
+          message,
+          source: d.source,
+        },
+        new Date(clock.now()),
+      ),
+      [{ reason: EventReasons.Deferred, type: 'Warning', message }],
+    );
+    scheduleRetry(key, st);
+    return false;
+  }
+
+  /**
+   * The node's allocatable changed while an Accepted resize waited for its containers to restart: judge it
+   * again on the new numbers. Still fits: keep waiting. No longer: the checkpoint goes back to the previous
+   * allocation (which the restarted container then gets) and the request is answered Deferred or Rejected.
+   * Returns whether the resize still stands.
+   */
+  function rejudgeAccepted(key: string, pod: PodLike, st: PodState, allocatable: RequestTotals): boolean {
+    const pending = st.pendingRestart!;
+    pending.allocatable = allocatable;
+    const entry = checkpoint.get(pod.metadata?.uid ?? '');
+    const asMap = (a: CheckpointEntry['allocation']) =>
+      allocationsFrom({ resizeStatus: 'Completed', allocatedResources: a, lastTransitionTime: '' });
+    const accepted = entry && asMap(entry.allocation);
+    if (!entry || !accepted) return true;
+    const previous = entry.previous ?? wire(fromAllocation(pod, new Map()));
+    const verdict = admit({
+      allocatable,
+      others: othersTotals(key),
+      before: effectiveTotals(pod, asMap(previous)),
+      after: totalRequests(fromAllocation(pod, accepted).map((c) => c.resources)),
+    });
+    if (verdict.verdict === 'fits') return true;
+    checkpoint.set({ ...entry, allocation: previous, previous: undefined, observedRequest: undefined });
+    void checkpoint.save().catch((err: unknown) => log.error({ err }, 'checkpoint write failed'));
+    st.pendingRestart = undefined;
+    st.reserved = undefined;
+    st.reservedUsage = undefined;
+    const never = verdict.verdict === 'never';
+    const message = `${verdict.message} (the node's allocatable changed while the resize waited for its containers to restart)`;
+    const prevStatus = decodeStatus(view(pod, st).metadata?.annotations?.[Annotations.status]);
+    const resizeStatus = never ? ResizeStatuses.Rejected : ResizeStatuses.Deferred;
+    metrics.resizeRequests.inc({ status: resizeStatus, source: prevStatus?.source ?? 'user' });
+    log.warn({ pod: key, status: resizeStatus, reason: verdict.message }, 'accepted resize judged again');
+    publish(
+      pod,
+      st,
+      buildStatus(
+        prevStatus,
+        {
+          resizeStatus,
+          allocatedResources: previous,
+          observedRequest: pending.hash,
+          message,
+          source: prevStatus?.source,
+        },
+        new Date(clock.now()),
+      ),
+      [{ reason: never ? EventReasons.Rejected : EventReasons.Deferred, type: 'Warning', message }],
+    );
+    if (never) deferred.delete(key);
+    else scheduleRetry(key, st);
+    return false;
+  }
+
+  /**
+   * A freshly started agent's first look at a pod whose request is still open: the previous process may have
+   * died between two writes of its plan. Put back, whole, what the pod holds (its allocation, else its spec)
+   * so the container has the old values or the new ones, never a mix; the status just published says which.
+   * After a finished plan this writes nothing (only what differs is written).
+   */
+  async function undoPartialPlan(
+    key: string,
+    pod: PodLike,
+    st: PodState,
+    allocation: Map<string, Resources> | undefined,
+  ): Promise<void> {
+    try {
+      if (allocation) {
+        await enforce(key, pod, st, allocation, true);
+        return;
+      }
+      const result = await actuator.apply(pod, fromAllocation(pod, new Map()));
+      countWrites(result, true);
+      if (result.ok && result.written > 0) {
+        log.warn(
+          { pod: key, writes: result.written },
+          'put the spec values back over a partly applied resize (the agent had stopped mid-plan)',
+        );
+      }
+    } catch (err) {
+      // A spec the agent cannot read (already answered Rejected): nothing it could put back.
+      log.debug({ pod: key, err }, 'cannot check the pod for a partly applied resize');
+    }
+  }
+
+  /** The namespace rules for decide; `pods` once listed. */
+  function namespaceView(namespace: string, pods?: NamespaceView['pods']): NamespaceView | undefined {
+    if (!deps.namespaces) return undefined;
+    return { name: namespace, ...deps.namespaces.view(namespace), pods };
+  }
+
+  /** Every pod of the namespace on every node (a fresh list), or why it could not be listed. */
+  async function listNamespace(namespace: string, st: PodState): Promise<PodLike[] | string> {
+    try {
+      return await deps.namespaces!.listPods(namespace, st.seen?.at ?? clock.now());
+    } catch (err) {
+      return `listing the namespace's pods failed: ${(err as Error)?.message ?? String(err)}`;
+    }
+  }
+
+  /**
+   * The namespace's other pods as a quota counts them: this node's from the agent's own view (checkpoint, its
+   * own statuses, resizes in flight), other nodes' from their agents' statuses. Synchronous, and called right
+   * before decide: no other resize on this node can reserve in between, so same-node resizes never race.
+   */
+  function namespacePods(namespace: string, listed: PodLike[], self: PodLike): NamespacePod[] {
+    const out: NamespacePod[] = [];
+    for (const p of listed) {
+      if (isTerminal(p) || p.metadata?.uid === self.metadata?.uid) continue;
+      const cached = p.spec?.nodeName === nodeName ? cache.get(namespace, p.metadata?.name ?? '') : undefined;
+      const local = cached?.metadata?.uid === p.metadata?.uid ? cached : undefined;
+      const lst = local ? states.get(podKey(local)) : undefined;
+      const seen = local && lst ? view(local, lst) : (local ?? p);
+      const allocation = local ? allocationOf(seen) : statusAllocation(p);
+      let usage = effectiveUsage(seen, allocation);
+      if (lst?.reservedUsage) usage = maxUsage(usage, lst.reservedUsage);
+      out.push({ pod: seen, usage, projected: projection(seen, allocation, usage) });
+    }
+    return out;
+  }
+
+  /** Where a pod will stand once its open request (if any) completes; nothing once it is being deleted. */
+  function projection(p: PodLike, allocation: Map<string, Resources> | undefined, usage: PodUsage): PodUsage {
+    if (p.metadata?.deletionTimestamp) return ZERO_USAGE;
+    const text = p.metadata?.annotations?.[Annotations.request];
+    if (text === undefined) return usage;
+    const status = decodeStatus(p.metadata?.annotations?.[Annotations.status]);
+    const answered =
+      status?.observedRequest === requestHash(text) &&
+      (status.resizeStatus === ResizeStatuses.Completed || status.resizeStatus === ResizeStatuses.Rejected);
+    if (answered) return usage;
+    const parsed = parseResizeRequest(text);
+    return parsed.ok ? projectedUsage(p, allocation, parsed.value) : usage;
+  }
+
   async function actuate(
     key: string,
     pod: PodLike,
@@ -458,6 +778,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const before = checkpoint.get(uid);
     const previous = fromAllocation(pod, allocation ?? new Map());
     st.reserved = totalRequests(d.desired.map((c) => c.resources));
+    st.reservedUsage = maxUsage(
+      podUsage(pod),
+      podUsage(pod, new Map(d.desired.map((c) => [c.name, c.resources]))),
+    );
+    if (d.reserve && !(await reserve(key, pod, st, d, previous))) return;
     const restartNames = containersToRestart(d, previous);
     if (restartNames.length > 0 && st.restartedFor !== d.hash) {
       await restartForResize(key, pod, st, d, previous, restartNames);
@@ -481,6 +806,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     if (!result.ok) {
       await applyingSaved.catch(() => undefined);
       st.reserved = undefined;
+      st.reservedUsage = undefined;
       if (before) checkpoint.set(before);
       else checkpoint.delete(uid);
       void checkpoint.save().catch((err: unknown) => log.error({ err }, 'checkpoint write failed'));
@@ -510,6 +836,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     metrics.resizeDuration.observe({ stage: 'cgroup' }, cgroupMs / 1000);
     deps.onResizeTiming?.({ key, stage: 'cgroup', ms: cgroupMs });
     st.reserved = undefined;
+    st.reservedUsage = undefined;
     st.containerIds = result.containerIds;
     deferred.delete(key);
     recordCheckpoint(pod, d.desired, { observedRequest: d.hash, phase: 'applied' });
@@ -543,7 +870,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const systemdNote = result.systemdFallback
       ? ` (systemd unreachable: ${result.systemdFallback.message}; applied directly, will re-apply)`
       : '';
-    const message = `resized ${changedNames} in place (${result.written} cgroup writes)${systemdNote}`;
+    const message = humanMessage(
+      `resized ${changedNames} in place (${result.written} cgroup writes)${systemdNote}`,
+    );
     const status = buildStatus(
       prevStatus,
       {
@@ -600,7 +929,18 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         return;
       }
       if (pod.metadata?.annotations?.[Annotations.disabled] === 'true') return;
+      if (deps.inScope && !deps.inScope(namespace)) return;
       const st = stateFor(key, pod.metadata?.uid ?? '');
+      const allocatableNow = deps.node().allocatable;
+      const was = st.pendingRestart?.allocatable;
+      if (
+        was &&
+        allocatableNow &&
+        (was.cpuMilli !== allocatableNow.cpuMilli || was.memoryBytes !== allocatableNow.memoryBytes) &&
+        !rejudgeAccepted(key, pod, st, allocatableNow)
+      ) {
+        return;
+      }
       if (st.pendingRestart) {
         const pending = st.pendingRestart;
         const ids = runningIds(pod);
@@ -616,16 +956,29 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           st.pendingRestart = undefined;
         }
       }
-      const seen = view(pod, st);
+      await adoptFromStatus(key, pod, st);
+      const firstLook = !st.looked;
+      st.looked = true;
+      // A status claiming what nothing proves answers nothing: its request is judged again, like a new one.
+      const claim = pod.metadata?.annotations?.[Annotations.status];
+      const seen = view(claim !== undefined && claim === st.untrusted ? withoutStatus(pod) : pod, st);
       const allocation = allocationOf(seen);
-      const d = decide({
-        pod: seen,
-        nodeName,
-        now: new Date(clock.now()),
-        allocatable: deps.node().allocatable,
-        others: () => othersTotals(key),
-        allocation,
-      });
+      const decideWith = (pods?: NamespaceView['pods']): Decision =>
+        decide({
+          pod: seen,
+          nodeName,
+          now: new Date(clock.now()),
+          allocatable: deps.node().allocatable,
+          others: () => othersTotals(key),
+          allocation,
+          namespace: namespaceView(namespace, pods),
+        });
+      let d = decideWith();
+      // Only a request that raises a quota-tracked value under a quota pays for listing the namespace.
+      if (d.kind === 'lookup') {
+        const listed = await listNamespace(namespace, st);
+        d = decideWith(typeof listed === 'string' ? listed : namespacePods(namespace, listed, seen));
+      }
       // Latency is measured from the first sighting of the request text; key it by hash once decided.
       if (d.kind === 'actuate' && st.seen && !/^[0-9a-f]{16}$/.test(st.seen.hash)) {
         st.seen = { hash: d.hash, at: st.seen.at };
@@ -647,9 +1000,12 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           publish(pod, st, d.status, isNew ? [{ reason: d.event, type: 'Warning', message: d.message }] : []);
           if (d.status.resizeStatus === ResizeStatuses.Deferred) scheduleRetry(key, st);
           else deferred.delete(key);
-          if (allocation) await enforce(key, pod, st, allocation, false);
+          if (firstLook) await undoPartialPlan(key, pod, st, allocation);
+          else if (allocation) await enforce(key, pod, st, allocation, false);
           return;
         }
+        case 'lookup':
+          return; // decide has the namespace's pods by now: it never asks twice
         case 'actuate': {
           const current = allocation ? fromAllocation(pod, allocation) : undefined;
           const noop =

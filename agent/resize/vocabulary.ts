@@ -17,6 +17,12 @@ export const Annotations = {
 } as const;
 export type AnnotationKey = (typeof Annotations)[keyof typeof Annotations];
 
+/** Labels resizelet reads. */
+export const Labels = {
+  /** `"true"` on a Namespace turns resizing off for every pod in it (requests there are Rejected). */
+  disabled: 'resizelet.io/disabled',
+} as const;
+
 /** TKE's statuses, with TKE's meanings (see docs/protocol.md). */
 export const ResizeStatuses = {
   Proposed: 'Proposed',
