@@ -15,7 +15,15 @@ import {
   type RealSandbox,
   type SandboxChild,
 } from '../support/real-cgroup.ts';
-import { startAgentProcess, statusOf, waitFor, withAnnotations, type AgentProcess } from './support.ts';
+import {
+  runningContainerStatus,
+  sandboxAgentArgs,
+  startAgentProcess,
+  statusOf,
+  waitFor,
+  withAnnotations,
+  type AgentProcess,
+} from './support.ts';
 
 const available = realCgroupsAvailable();
 if (!available.ok) console.warn(`skipping agent end-to-end tests: ${available.reason}`);
@@ -44,22 +52,7 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
   const uid = newPodUid();
 
   const agentArgs = (): string[] => [
-    '--node-name',
-    NODE,
-    '--kubeconfig',
-    join(dir, 'kubeconfig'),
-    '--pods-root',
-    sandbox.layout.podsRoot,
-    '--cgroup-driver',
-    'cgroupfs',
-    '--runtime',
-    'containerd',
-    '--checkpoint',
-    join(dir, 'checkpoint.json'),
-    '--listen',
-    '127.0.0.1:0',
-    '--reconcile-interval',
-    '1s',
+    ...sandboxAgentArgs({ nodeName: NODE, dir, podsRoot: sandbox.layout.podsRoot }),
     '--deferred-retry',
     '500ms',
     '--log-level',
@@ -75,17 +68,7 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
       status: {
         phase: 'Running',
         qosClass: 'Burstable',
-        containerStatuses: [
-          {
-            name: 'app',
-            containerID: `containerd://${id}`,
-            restartCount: 0,
-            ready: true,
-            image: 'x',
-            imageID: 'x',
-            state: { running: { startedAt: new Date().toISOString() } },
-          } as never,
-        ],
+        containerStatuses: [runningContainerStatus('app', id)],
       },
     };
   }

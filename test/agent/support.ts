@@ -102,3 +102,38 @@ export function withAnnotations(pod: Pod, annotations: Record<string, string>): 
     metadata: { ...pod.metadata, annotations: { ...pod.metadata?.annotations, ...annotations } },
   };
 }
+
+export interface SandboxAgentArgs {
+  nodeName: string;
+  /** Holds the kubeconfig the fake API server wrote and the agent's checkpoint. */
+  dir: string;
+  /** The real-cgroup sandbox's pods root (`layout.podsRoot`). */
+  podsRoot: string;
+  reconcileInterval?: string;
+}
+
+/** The flags every test agent runs with: the sandbox's cgroups, the fake API server, a loopback port. */
+export function sandboxAgentArgs(o: SandboxAgentArgs): string[] {
+  return [
+    ...['--node-name', o.nodeName],
+    ...['--kubeconfig', `${o.dir}/kubeconfig`],
+    ...['--pods-root', o.podsRoot],
+    ...['--cgroup-driver', 'cgroupfs', '--runtime', 'containerd'],
+    ...['--checkpoint', `${o.dir}/checkpoint.json`],
+    ...['--listen', '127.0.0.1:0'],
+    ...['--reconcile-interval', o.reconcileInterval ?? '1s'],
+  ];
+}
+
+/** A running container's status as the kubelet reports it, for pods the tests put on the fake API server. */
+export function runningContainerStatus(name: string, id: string): never {
+  return {
+    name,
+    containerID: `containerd://${id}`,
+    restartCount: 0,
+    ready: true,
+    image: 'x',
+    imageID: 'x',
+    state: { running: { startedAt: new Date().toISOString() } },
+  } as never;
+}

@@ -11,7 +11,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeApiServer, type FakeApiServer, type Pod } from '../fakes/apiserver.ts';
-import { startAgentProcess, statusOf, waitFor, type AgentProcess } from '../agent/support.ts';
+import {
+  runningContainerStatus,
+  startAgentProcess,
+  statusOf,
+  waitFor,
+  type AgentProcess,
+} from '../agent/support.ts';
 import {
   TEST_SCRIPTS,
   createRealSandbox,
@@ -124,17 +130,7 @@ describe.skipIf(!available.ok)(
         status: {
           phase: 'Running',
           qosClass: 'Burstable',
-          containerStatuses: [
-            {
-              name: 'app',
-              containerID: `containerd://${id}`,
-              restartCount: 0,
-              ready: true,
-              image: 'x',
-              imageID: 'x',
-              state: { running: { startedAt: new Date().toISOString() } },
-            } as never,
-          ],
+          containerStatuses: [runningContainerStatus('app', id)],
         },
       };
       api.upsertPod(pod);

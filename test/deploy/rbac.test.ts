@@ -15,6 +15,8 @@ import { API_CALLS } from '../../agent/kube/api.ts';
 import { startFakeApiServer, type FakeApiServer, type Pod } from '../fakes/apiserver.ts';
 import type { RbacAttributes } from '../fakes/kube/routes.ts';
 import {
+  runningContainerStatus,
+  sandboxAgentArgs,
   startAgentProcess,
   statusOf,
   waitFor,
@@ -99,22 +101,7 @@ describe.skipIf(!available.ok)('the ClusterRole against the calls a running agen
   let dir: string;
 
   const agentArgs = (): string[] => [
-    '--node-name',
-    NODE,
-    '--kubeconfig',
-    join(dir, 'kubeconfig'),
-    '--pods-root',
-    sandbox.layout.podsRoot,
-    '--cgroup-driver',
-    'cgroupfs',
-    '--runtime',
-    'containerd',
-    '--checkpoint',
-    join(dir, 'checkpoint.json'),
-    '--listen',
-    '127.0.0.1:0',
-    '--reconcile-interval',
-    '1s',
+    ...sandboxAgentArgs({ nodeName: NODE, dir, podsRoot: sandbox.layout.podsRoot }),
   ];
 
   const settled = (want: string) =>
@@ -148,17 +135,7 @@ describe.skipIf(!available.ok)('the ClusterRole against the calls a running agen
       status: {
         phase: 'Running',
         qosClass: 'Burstable',
-        containerStatuses: [
-          {
-            name: 'app',
-            containerID: `containerd://${id}`,
-            restartCount: 0,
-            ready: true,
-            image: 'x',
-            imageID: 'x',
-            state: { running: { startedAt: new Date().toISOString() } },
-          } as never,
-        ],
+        containerStatuses: [runningContainerStatus('app', id)],
       },
     };
     api.upsertPod(pod);

@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakeApiServer, type FakeApiServer, type Pod } from '../fakes/apiserver.ts';
 import { createRealSandbox, newContainerId, newPodUid, type RealSandbox } from '../support/real-cgroup.ts';
-import { statusOf, waitFor, withAnnotations } from '../agent/support.ts';
+import {
+  runningContainerStatus,
+  sandboxAgentArgs,
+  statusOf,
+  waitFor,
+  withAnnotations,
+} from '../agent/support.ts';
 import type { CgroupSettings } from '../../cgroup/types.ts';
 import { requestHash as requestHashOf } from '../../agent/resize/request.ts';
 
@@ -164,22 +170,7 @@ export async function createHarness(opts: { nodeName?: string; allocatable?: Rec
     nodeName,
     agent: undefined,
     args: (extra = []) => [
-      '--node-name',
-      nodeName,
-      '--kubeconfig',
-      join(dir, 'kubeconfig'),
-      '--pods-root',
-      sandbox.layout.podsRoot,
-      '--cgroup-driver',
-      'cgroupfs',
-      '--runtime',
-      'containerd',
-      '--checkpoint',
-      join(dir, 'checkpoint.json'),
-      '--listen',
-      '127.0.0.1:0',
-      '--reconcile-interval',
-      '1s',
+      ...sandboxAgentArgs({ nodeName, dir, podsRoot: sandbox.layout.podsRoot }),
       '--deferred-retry',
       '500ms',
       '--node-refresh',
@@ -271,16 +262,6 @@ export function runningStatus(containerId: string, restartCount = 0): Pod['statu
   return {
     phase: 'Running',
     qosClass: 'Burstable',
-    containerStatuses: [
-      {
-        name: 'app',
-        containerID: `containerd://${containerId}`,
-        restartCount,
-        ready: true,
-        image: 'x',
-        imageID: 'x',
-        state: { running: { startedAt: new Date().toISOString() } },
-      } as never,
-    ],
+    containerStatuses: [{ ...(runningContainerStatus('app', containerId) as object), restartCount } as never],
   };
 }
