@@ -119,6 +119,8 @@ interface PodState {
   looked?: boolean;
   /** A status annotation whose allocation the live cgroups did not hold: never adopted. */
   untrusted?: string;
+  /** Node admission totals of `published`, computed once per text. */
+  publishedTotals?: { text: string; totals: RequestTotals };
   /** When the watch first delivered the current request (for resize latency). */
   seen?: { hash: string; at: number };
   retryTimer?: NodeJS.Timeout;
@@ -314,7 +316,6 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   // re-read only when its source (checkpoint entry or status text) changed.
   const specTotalsByUid = new Map<string, RequestTotals>();
   const allocTotalsMemo = new WeakMap<object, RequestTotals>();
-  const allocTotalsByText = new Map<string, RequestTotals>();
   function podTotals(p: PodLike, st: PodState | undefined): RequestTotals {
     const uid = p.metadata?.uid ?? '';
     let spec = specTotalsByUid.get(uid);
@@ -330,18 +331,14 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         alloc = effectiveTotals(p, allocationOf(p));
         allocTotalsMemo.set(entry, alloc);
       }
-    } else {
-      // Only this agent's own status: a pod owner's annotation must not take room from other pods.
-      const text = st?.published;
-      if (text !== undefined) {
-        alloc = allocTotalsByText.get(text);
-        if (!alloc) {
-          alloc = effectiveTotals(p, statusAllocation(st ? view(p, st) : p));
-          // Bounded: texts are per pod and replaced often; a fresh map beats tracking which is stale.
-          if (allocTotalsByText.size > 4096) allocTotalsByText.clear();
-          allocTotalsByText.set(text, alloc);
-        }
+    } else if (st?.published !== undefined) {
+      // Only this agent's own status counts: a pod owner's annotation must not take room from other pods.
+      // One memo per pod (a map keyed by status text kept thousands of dead texts between clears).
+      if (st.publishedTotals?.text !== st.published) {
+        const totals = effectiveTotals(p, statusAllocation(view(p, st)));
+        st.publishedTotals = { text: st.published, totals };
       }
+      alloc = st.publishedTotals.totals;
     }
     return alloc ? maxTotals(spec, alloc) : spec;
   }
