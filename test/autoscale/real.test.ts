@@ -288,6 +288,10 @@ describe.skipIf(!available.ok)(
         20_000,
       );
       expect(await cpuQuota(podPath)).toBe(80_000);
+      // The watcher samples the annotation every 50 ms; the cgroup can get there first.
+      await waitFor('the 800m request seen by the watcher', () =>
+        (requests.get('cpu')?.length ?? 0) >= 2 ? true : undefined,
+      );
       expect(child.alive()).toBe(true);
       expect((await text(ctr, 'cgroup.procs', 'cpu')).split('\n')).toContain(String(child.pid));
       const status = statusOf(api, NS, 'cpu')!;
