@@ -265,6 +265,8 @@ async function main(): Promise<void> {
         // As the DaemonSet runs it (NODE_OPTIONS in deploy/daemonset.yaml), plus the GC probe.
         '--max-old-space-size=256',
         '--expose-gc',
+        // For hunting a leak, e.g. SOAK_NODE_ARGS="--heapsnapshot-signal=SIGUSR1 --diagnostic-dir=/tmp/x".
+        ...(process.env.SOAK_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
         '--import',
         `${repo}bench/_soak-probe.mjs`,
         ...(viaTsx ? ['--import', 'tsx', `${repo}bin/resizelet.ts`] : [compileAgent(dir)]),
