@@ -45,6 +45,27 @@ export function loadKubeConfig(kubeconfigPath: string | undefined): k8s.KubeConf
   const kc = new k8s.KubeConfig();
   if (kubeconfigPath) kc.loadFromFile(kubeconfigPath);
   else kc.loadFromCluster();
+  return withSharedConnections(kc);
+}
+
+/**
+ * client-node 2.0 builds a new undici Agent, i.e. a new connection pool, inside applySecurityAuthentication,
+ * which runs for every API call: each status patch and Event opened a new TCP connection (and, against a
+ * real API server, did a TLS handshake). Keep the first pool for the process so calls reuse kept-alive
+ * connections, as client-go's shared transport does. Credentials are unaffected: the token header is still
+ * applied per call (a rotated service-account token is picked up); the CA and client certificate are those
+ * read at the first call, as client-go's in-cluster config reads them once at start.
+ */
+export function withSharedConnections(kc: k8s.KubeConfig): k8s.KubeConfig {
+  const applyPerCall = kc.applySecurityAuthentication.bind(kc);
+  let shared: ReturnType<k8s.RequestContext['getDispatcher']>;
+  kc.applySecurityAuthentication = async (context: k8s.RequestContext): Promise<void> => {
+    await applyPerCall(context);
+    const created = context.getDispatcher();
+    if (created === undefined) return;
+    shared ??= created;
+    context.setDispatcher(shared);
+  };
   return kc;
 }
 

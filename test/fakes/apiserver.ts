@@ -109,6 +109,8 @@ export interface FakeApiServer {
   /** End every open watch stream cleanly, as the server's watch timeout does. */
   closeWatches(): void;
   openWatchCount(): number;
+  /** TCP connections accepted so far: shows whether clients reuse kept-alive connections. */
+  connectionsAccepted(): number;
   /** Forget watch history: a watch resuming from an older resourceVersion gets 410 Expired. */
   expireHistory(): void;
   resourceVersion(): string;
@@ -172,6 +174,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   const faults: Fault[] = [];
   const watches = new Set<WatchStream>();
   const sockets = new Set<Socket>();
+  let accepted = 0;
   let unreachable = false;
   let url = '';
 
@@ -290,6 +293,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       return;
     }
     sockets.add(socket);
+    accepted++;
     socket.on('close', () => sockets.delete(socket));
   });
   await new Promise<void>((resolve, reject) => {
@@ -375,6 +379,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       for (const w of [...watches]) w.end();
     },
     openWatchCount: () => watches.size,
+    connectionsAccepted: () => accepted,
     expireHistory: () => store.expireHistory(),
     resourceVersion: () => String(store.currentRv()),
     async close() {
