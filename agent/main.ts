@@ -42,7 +42,8 @@ export const realCgroupFs: CgroupFs = {
   writeFile: async (p, d) => writeFileSync(p, d),
   readdir: async (p) => readdirSync(p),
   lstat: async (p) => lstatSync(p),
-  realpath: async (p) => realpathSync(p),
+  // The libc realpath: one call instead of an lstat per path component from JavaScript.
+  realpath: async (p) => realpathSync.native(p),
 };
 
 /**
@@ -247,9 +248,10 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     kc,
     nodeName: config.nodeName,
     clock,
-    onChange: (key, pod) => {
+    onChange: (key, pod, kind) => {
       reconciler.observe(pod);
-      queue.enqueue(key);
+      // The watch echoes the agent's own status patches: those need no second look.
+      if (kind !== 'update' || reconciler.needsLook(pod)) queue.enqueue(key);
     },
     onError: (err, restartInMs) => {
       metrics.informerRestarts.inc();

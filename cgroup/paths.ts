@@ -299,6 +299,21 @@ export function classifyChildDir(driver: CgroupDriver, name: string): ChildDir |
   return null;
 }
 
+// A hierarchy's mount point resolves the same way for the agent's life (on v1 nodes /sys/fs/cgroup/cpu is a
+// symlink to cpu,cpuacct, set up at boot): resolved once per filesystem, not on every cgroup file touched.
+const realMounts = new WeakMap<object, Map<string, Promise<string>>>();
+function realMountOf(fs: Pick<CgroupFs, 'realpath'>, mount: string): Promise<string> {
+  let byMount = realMounts.get(fs);
+  if (!byMount) realMounts.set(fs, (byMount = new Map()));
+  let real = byMount.get(mount);
+  if (!real) {
+    real = fs.realpath(mount);
+    byMount.set(mount, real);
+    real.catch(() => byMount.delete(mount));
+  }
+  return real;
+}
+
 /**
  * Realpath `<mount>/<relPath>` and refuse it unless it is a directory inside the (realpathed) mount. Catches a
  * symlink planted in the tree and anything a lexical check missed. fs errors (ENOENT for a missing cgroup)
@@ -311,7 +326,7 @@ export async function resolveInside(
 ): Promise<string> {
   if (!mount.startsWith('/')) throw new PathError(`mount ${show(mount)} must be absolute`, mount);
   assertSafeRelative(relPath);
-  const realMount = await fs.realpath(mount);
+  const realMount = await realMountOf(fs, mount);
   const joined = relPath === '' ? mount : `${mount.replace(/\/+$/, '')}/${relPath}`;
   const real = await fs.realpath(joined);
   const inside = real === realMount || real.startsWith(realMount === '/' ? '/' : `${realMount}/`);

@@ -65,8 +65,20 @@ export interface Checkpoint {
   readonly path: string;
 }
 
-const checksumOf = (entries: CheckpointEntry[]): string =>
-  createHash('sha256').update(JSON.stringify(entries)).digest('hex');
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+const checksumOf = (entries: CheckpointEntry[]): string => sha256(JSON.stringify(entries));
+
+// Entries are replaced, never changed in place (set() takes a new object): each one's JSON is made once and
+// reused by every later write, so a save under a resize storm serializes one entry, not the whole node.
+const entryJson = new WeakMap<CheckpointEntry, string>();
+function jsonOf(entry: CheckpointEntry): string {
+  let text = entryJson.get(entry);
+  if (text === undefined) {
+    text = JSON.stringify(entry);
+    entryJson.set(entry, text);
+  }
+  return text;
+}
 
 export function createCheckpoint(opts: { fs: CheckpointFs; path: string; node: string }): Checkpoint {
   const { fs, path, node } = opts;
@@ -77,14 +89,15 @@ export function createCheckpoint(opts: { fs: CheckpointFs; path: string; node: s
   let pending: Promise<void> | undefined;
 
   async function writeOnce(): Promise<void> {
-    const list = [...entries.values()];
-    const file: CheckpointFile = { version: 1, node, entries: list, checksum: checksumOf(list) };
+    // The same text as JSON.stringify of a CheckpointFile, built from the entries' cached JSON.
+    const entriesJson = `[${Array.from(entries.values(), jsonOf).join(',')}]`;
+    const text = `{"version":1,"node":${JSON.stringify(node)},"entries":${entriesJson},"checksum":"${sha256(entriesJson)}"}`;
     const dir = dirname(path);
     const tmp = join(dir, `.${basename(path)}.tmp`);
     await fs.mkdir(dir, { recursive: true });
     const handle = await fs.open(tmp, 'w');
     try {
-      await handle.writeFile(JSON.stringify(file));
+      await handle.writeFile(text);
       await handle.sync();
     } finally {
       await handle.close();

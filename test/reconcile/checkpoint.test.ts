@@ -43,6 +43,23 @@ describe('checkpoint', () => {
     expect((await fsp.readdir(join(dir, 'sub'))).sort()).toEqual(['checkpoint.json']);
   });
 
+  it('writes exactly the JSON of the file object, after replacing and deleting entries between saves', async () => {
+    const a = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'node "1"' });
+    a.set(entry('u1'));
+    a.set(entry('u2'));
+    await a.save();
+    a.set(entry('u1', '3'));
+    a.delete('u2');
+    a.set(entry('u3', '250m'));
+    await a.save();
+    const entries = [entry('u1', '3'), entry('u3', '250m')];
+    const { createHash } = await import('node:crypto');
+    const checksum = createHash('sha256').update(JSON.stringify(entries)).digest('hex');
+    expect(await readFile(path, 'utf8')).toBe(
+      JSON.stringify({ version: 1, node: 'node "1"', entries, checksum }),
+    );
+  });
+
   it("detects a truncated file and a hand edit, and refuses another node's file", async () => {
     const a = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'n1' });
     a.set(entry('u1'));
