@@ -134,6 +134,33 @@ interface PodState {
   };
   /** The request whose containers were already restarted: apply it without restarting again. */
   restartedFor?: string;
+  /** What the last look at the pod saw (see `lookKey`): the same again from the watch needs no look. */
+  lookedAt?: string;
+}
+
+/**
+ * Everything of a pod a look depends on, except a status annotation that is this agent's own last text: the
+ * watch echoes every status patch back, and judging that echo again (admission over every pod of the node)
+ * doubled the work of each resize. Anything else that changed (the request, a container restart, a forged
+ * status, deletion) makes the key differ. Changes from outside the pod (the node, a namespace's rules, the
+ * autoscaler, retries) enqueue the pod themselves and never ask here.
+ */
+function lookKey(pod: PodLike, ownStatus: string | undefined): string {
+  const annotations = pod.metadata?.annotations;
+  const status = annotations?.[Annotations.status];
+  return JSON.stringify([
+    pod.metadata?.uid,
+    pod.metadata?.deletionTimestamp,
+    pod.metadata?.labels,
+    status !== undefined && status === ownStatus
+      ? { ...annotations, [Annotations.status]: null }
+      : annotations,
+    pod.spec?.nodeName,
+    pod.spec?.containers?.map((c) => [c.name, c.resources]),
+    pod.status?.phase,
+    pod.status?.qosClass,
+    pod.status?.containerStatuses?.map((c) => [c.name, c.containerID, c.state?.running !== undefined]),
+  ]);
 }
 
 /** How long a RestartContainer resize waits for the kubelet before it restarts the containers again. */
@@ -193,6 +220,8 @@ export interface Reconciler {
   enforceCheckpoint(): Promise<number>;
   /** Informer hook: record when a request was first seen. */
   observe(pod: PodLike): void;
+  /** Informer hook for updates: false when the pod is what the last look saw, bar this agent's own status. */
+  needsLook(pod: PodLike): boolean;
   views(): PodView[];
   stop(): void;
 }
@@ -370,17 +399,44 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     }
   }
 
+  // Every request sums all other pods of the node. A pod's term is kept with what it was computed from (the
+  // pod object, its checkpoint entry, this agent's status text, a reservation) and recomputed only when one
+  // of those changed, so the sum is a walk over the cache, not a re-parse of every pod per request.
+  const termMemo = new WeakMap<
+    PodLike,
+    {
+      key: string;
+      entry?: CheckpointEntry;
+      published?: string;
+      reserved?: RequestTotals;
+      totals: RequestTotals;
+    }
+  >();
   function othersTotals(exceptKey: string): RequestTotals[] {
-    const out: RequestTotals[] = [];
+    let cpuMilli = 0;
+    let memoryBytes = 0n;
     for (const p of cache.list()) {
       if (isTerminal(p) || p.spec?.nodeName !== nodeName) continue;
-      const key = podKey(p);
+      let memo = termMemo.get(p);
+      const key = memo?.key ?? podKey(p);
       if (key === exceptKey) continue;
       const st = states.get(key);
-      const eff = readableTotals(p, st);
-      out.push(st?.reserved ? maxTotals(eff, st.reserved) : eff);
+      const entry = checkpoint.get(p.metadata?.uid ?? '');
+      if (
+        !memo ||
+        memo.entry !== entry ||
+        memo.published !== st?.published ||
+        memo.reserved !== st?.reserved
+      ) {
+        const eff = readableTotals(p, st);
+        const totals = st?.reserved ? maxTotals(eff, st.reserved) : eff;
+        memo = { key, entry, published: st?.published, reserved: st?.reserved, totals };
+        termMemo.set(p, memo);
+      }
+      cpuMilli += memo.totals.cpuMilli;
+      memoryBytes += memo.totals.memoryBytes;
     }
-    return out;
+    return [{ cpuMilli, memoryBytes }];
   }
 
   function publish(
@@ -600,7 +656,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     let timer: NodeJS.Timeout | undefined;
     const stored = await new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(false), timeoutMs);
-      publish(pod, st, accepted, [], () => resolve(true));
+      publish(
+        pod,
+        st,
+        accepted,
+        [{ reason: EventReasons.Accepted, type: 'Normal', message: accepted.message ?? 'resize accepted' }],
+        () => resolve(true),
+      );
     });
     clearTimeout(timer);
     if (stored) return true;
@@ -890,14 +952,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         return `${c.name}: requests ${JSON.stringify(w.requests)} limits ${JSON.stringify(w.limits)}`;
       })
       .join('; ');
+    // One Event per status the pod's annotation takes: straight to Completed here (the status never said
+    // Accepted), so one Event carrying the new sizes, not an Accepted and a Completed a millisecond apart.
     publish(
       pod,
       st,
       status,
-      [
-        { reason: EventReasons.Accepted, type: 'Normal', message: `resize accepted: ${describeSizes}` },
-        { reason: EventReasons.Completed, type: 'Normal', message },
-      ],
+      [{ reason: EventReasons.Completed, type: 'Normal', message: `${message}: ${describeSizes}` }],
       () => {
         const ms = clock.now() - started;
         metrics.resizeDuration.observe({ stage: 'completed' }, ms / 1000);
@@ -918,6 +979,12 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       if (st.seen?.hash !== hash) st.seen = { hash, at: clock.now() };
     },
 
+    needsLook(pod) {
+      const st = states.get(podKey(pod));
+      if (st?.lookedAt === undefined || st.uid !== pod.metadata?.uid) return true;
+      return lookKey(pod, st.published) !== st.lookedAt;
+    },
+
     async handle(key) {
       const [namespace, name] = split(key);
       const pod = cache.get(namespace, name);
@@ -928,6 +995,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       if (pod.metadata?.annotations?.[Annotations.disabled] === 'true') return;
       if (deps.inScope && !deps.inScope(namespace)) return;
       const st = stateFor(key, pod.metadata?.uid ?? '');
+      st.lookedAt = lookKey(pod, st.published);
       const allocatableNow = deps.node().allocatable;
       const was = st.pendingRestart?.allocatable;
       if (

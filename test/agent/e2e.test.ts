@@ -144,8 +144,15 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
     const after = await coresOver(burner.pid, 1500);
     expect(after).toBeGreaterThan(0.5);
     expect(burner.alive()).toBe(true);
-    const reasons = api.events().map((e) => (e as { reason?: string }).reason);
-    expect(reasons).toEqual(expect.arrayContaining(['ResizeAccepted', 'ResizeCompleted']));
+    // Straight to Completed (the status never said Accepted): one Event, with the new sizes.
+    const resizeEvents = api
+      .events()
+      .map((e) => e as { reason?: string; message?: string })
+      .filter((e) => e.reason?.startsWith('Resize'));
+    expect(resizeEvents.map((e) => e.reason)).toEqual(['ResizeCompleted']);
+    expect(resizeEvents[0]!.message).toMatch(
+      /^resized app in place \(\d+ cgroup writes\): app: requests \{"cpu":"100m","memory":"64Mi"\} limits \{"cpu":"1","memory":"256Mi"\}$/,
+    );
   });
 
   it('rejects an invalid request with a clear message and writes nothing', async () => {
