@@ -7,7 +7,12 @@
 // The state file is {"nodes": [...], "pods": [...], "namespaces": [...], "objects": [...]} or a v1
 // List whose items are dispatched by kind. Prints one line of JSON, {"url":..., "kubeconfig":...},
 // once the server listens, and runs until SIGTERM or SIGINT.
+//
+// With --annotate-stdin, each line on stdin is a JSON array of {"namespace","name","annotations"}: set
+// (null: removed) on those pods as one write each, as if clients elsewhere had patched them. Load
+// generators (bench resize) use it so that sending requests costs the agent's process nothing.
 import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { startFakeApiServer } from './apiserver.ts';
 import type { FakeApiServer } from './apiserver.ts';
@@ -36,6 +41,27 @@ function load(server: FakeApiServer, state: StateFile): void {
   }
 }
 
+interface AnnotateLine {
+  namespace: string;
+  name: string;
+  annotations: Record<string, string | null>;
+}
+
+function annotateFromStdin(server: FakeApiServer): void {
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    for (const a of JSON.parse(line) as AnnotateLine[]) {
+      const pod = server.getPod(a.namespace, a.name);
+      if (!pod) continue;
+      const annotations: Record<string, string> = { ...pod.metadata?.annotations };
+      for (const [k, v] of Object.entries(a.annotations)) {
+        if (v === null) delete annotations[k];
+        else annotations[k] = v;
+      }
+      server.upsertPod({ ...pod, metadata: { ...pod.metadata, annotations } });
+    }
+  });
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -43,6 +69,7 @@ async function main(argv: string[]): Promise<void> {
       state: { type: 'string' },
       kubeconfig: { type: 'string' },
       'bookmark-interval-ms': { type: 'string' },
+      'annotate-stdin': { type: 'boolean' },
     },
     allowPositionals: true,
   });
@@ -53,6 +80,7 @@ async function main(argv: string[]): Promise<void> {
   if (statePath) load(server, JSON.parse(await readFile(statePath, 'utf8')) as StateFile);
   if (kubeconfigPath) await server.writeKubeconfig(kubeconfigPath);
   process.stdout.write(JSON.stringify({ url: server.url, kubeconfig: kubeconfigPath ?? null }) + '\n');
+  if (values['annotate-stdin']) annotateFromStdin(server);
 
   const stop = () => {
     void server.close().then(() => process.exit(0));
