@@ -452,11 +452,12 @@ export function createStatsReader(opts: StatsReaderOptions): StatsReader {
     },
 
     sweep() {
-      for (const [path, entry] of kept) {
-        if (entry.generation === generation) continue;
+      // forEach, not for-of over entries: no [key, value] array per cgroup on every scrape.
+      kept.forEach((entry, path) => {
+        if (entry.generation === generation) return;
         for (let slot = 0; slot < entry.fds.length; slot++) release(entry, slot);
         kept.delete(path);
-      }
+      });
       generation++;
     },
 

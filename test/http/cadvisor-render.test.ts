@@ -83,7 +83,7 @@ describe('the container_* exposition', () => {
           cpuQuotaUs: quota < 0 ? null : quota,
           cfs: quota < 0 ? null : { periods: a, throttledPeriods: c, throttledNs: b },
         });
-        const text = render.render(scanOf([{ labels: labels(), stats: s }])).toString('utf8');
+        const text = render.render(scanOf([{ labels: labels(), stats: s }])).bytes.toString('utf8');
         for (const f of CADVISOR_FAMILIES) {
           const line = expectedLine(f, labels(), s);
           const found = text.split('\n').filter((l) => l.startsWith(`${f.name}{`));
@@ -106,7 +106,7 @@ describe('the container_* exposition', () => {
     );
     const text = render
       .render(scan, '\n# HELP other_metric x\n# TYPE other_metric gauge\nother_metric 7\n')
-      .toString();
+      .bytes.toString();
     const m = parseExposition(text);
     expect(m.samples.find((s) => s.labels.container === 'x')?.labels.image).toBe(
       'weird"image\\with\nnewline',
@@ -128,7 +128,31 @@ describe('the container_* exposition', () => {
   });
 
   test('an empty node renders the scrape error alone', () => {
-    const text = createCadvisorRenderer().render(scanOf([])).toString();
+    const text = createCadvisorRenderer().render(scanOf([])).bytes.toString();
     expect(parseExposition(text).samples).toEqual([{ name: 'container_scrape_error', labels: {}, value: 0 }]);
+  });
+
+  test('a buffer is reused only once given back: a scrape still being sent is never overwritten', () => {
+    const render = createCadvisorRenderer();
+    const a = scanOf([{ labels: labels(), stats: stats({ memoryUsageBytes: 111 }) }]);
+    const b = scanOf([{ labels: labels(), stats: stats({ memoryUsageBytes: 222 }) }]);
+    const first = render.render(a);
+    const firstText = first.bytes.toString();
+    // Not released (still being compressed or written): the next render must use other memory.
+    const second = render.render(b);
+    expect(second.bytes.buffer).not.toBe(first.bytes.buffer);
+    expect(first.bytes.toString()).toBe(firstText);
+    first.release();
+    first.release(); // twice is harmless
+    const third = render.render(b);
+    expect(third.bytes.buffer).toBe(first.bytes.buffer);
+    const secondText = second.bytes.toString();
+    expect(third.bytes.toString()).toBe(secondText);
+    // Released while the third holds it: the fourth gets the second's buffer, not the third's.
+    second.release();
+    const fourth = render.render(a);
+    expect(fourth.bytes.buffer).toBe(second.bytes.buffer);
+    expect(third.bytes.toString()).toBe(secondText);
+    expect(fourth.bytes.toString()).toBe(firstText);
   });
 });

@@ -195,6 +195,29 @@ describe('/metrics', () => {
     await app.close();
   });
 
+  test('concurrent scrapes, plain and gzip, each get a whole exposition (render buffers are never shared)', async () => {
+    const { app } = await appFor();
+    const get = (gzip: boolean) =>
+      app.inject({ method: 'GET', url: '/metrics', headers: gzip ? { 'accept-encoding': 'gzip' } : {} });
+    const bodies = await Promise.all([get(false), get(true), get(false), get(true), get(false)]);
+    const texts = bodies.map((r) =>
+      r.headers['content-encoding'] === 'gzip' ? gunzipSync(r.rawPayload).toString('utf8') : r.body,
+    );
+    const series = (t: string) =>
+      parseExposition(t)
+        .samples.filter((s) => s.name.startsWith('container_'))
+        .map((s) => `${seriesKey(s)} ${s.value}`)
+        .sort();
+    const first = series(texts[0]!);
+    expect(first.length).toBeGreaterThan(20);
+    for (const t of texts) expect(series(t)).toEqual(first);
+    // And sequential scrapes after them reuse a buffer without mixing old bytes into the new text.
+    const again = await get(false);
+    expect(again.body.endsWith('\n')).toBe(true);
+    expect(series(again.body)).toEqual(first);
+    await app.close();
+  });
+
   test('process metrics are served, except the /proc/self/fd count that costs a scan per scrape', async () => {
     const { app } = await appFor({ processMetrics: true });
     const m = parseExposition((await app.inject({ method: 'GET', url: '/metrics' })).body);
