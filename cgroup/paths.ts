@@ -328,6 +328,14 @@ export async function resolveInside(
   assertSafeRelative(relPath);
   const realMount = await realMountOf(fs, mount);
   const joined = relPath === '' ? mount : `${mount.replace(/\/+$/, '')}/${relPath}`;
+  const proven = provenDirs.get(fs)?.get(joined);
+  if (proven) {
+    // The same directory as proven before (a directory has one place; a symlink planted since on the way
+    // leads to another inode, one in its place is not a directory): no need to walk the path again.
+    const now = await fs.lstat(joined);
+    if (now.isDirectory() && now.ino === proven.ino && now.dev === proven.dev) return proven.real;
+    provenDirs.get(fs)?.delete(joined);
+  }
   const real = await fs.realpath(joined);
   const inside = real === realMount || real.startsWith(realMount === '/' ? '/' : `${realMount}/`);
   if (!inside) {
@@ -336,8 +344,28 @@ export async function resolveInside(
       joined,
     );
   }
-  if (!(await fs.lstat(real)).isDirectory()) {
+  const st = await fs.lstat(real);
+  if (!st.isDirectory()) {
     throw new PathError(`${show(joined)} is not a directory`, joined);
   }
+  if (st.ino !== undefined && st.dev !== undefined) remember(fs, joined, { real, dev: st.dev, ino: st.ino });
   return real;
+}
+
+// Directories proven inside their mount, by path, with the inode that was proven. Resizes touch the same
+// pod and container directories again and again; re-proving one is an lstat instead of a realpath walk.
+// Bounded: containers come and go, and a path not seen for a while is simply proven again.
+interface Proven {
+  real: string;
+  dev: number | bigint;
+  ino: number | bigint;
+}
+const MAX_PROVEN_DIRS = 4096;
+const provenDirs = new WeakMap<object, Map<string, Proven>>();
+function remember(fs: object, joined: string, proven: Proven): void {
+  let byPath = provenDirs.get(fs);
+  if (!byPath) provenDirs.set(fs, (byPath = new Map()));
+  byPath.delete(joined);
+  byPath.set(joined, proven);
+  if (byPath.size > MAX_PROVEN_DIRS) byPath.delete(byPath.keys().next().value!);
 }

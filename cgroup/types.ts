@@ -151,6 +151,12 @@ export interface CgroupFs {
   readFile(path: string, encoding: 'utf8'): Promise<string>;
   writeFile(path: string, data: string): Promise<void>;
   readdir(path: string): Promise<string[]>;
-  lstat(path: string): Promise<{ isDirectory(): boolean; isSymbolicLink(): boolean }>;
+  /** `dev` and `ino` identify a directory already proven safe (paths.ts); without them it is re-proven. */
+  lstat(path: string): Promise<{
+    isDirectory(): boolean;
+    isSymbolicLink(): boolean;
+    dev?: number | bigint;
+    ino?: number | bigint;
+  }>;
   realpath(path: string): Promise<string>;
 }

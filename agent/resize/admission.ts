@@ -41,7 +41,7 @@ export interface AdmitInput {
    * Every other non-terminal pod on the node, each at max(spec, allocated, accepted-but-not-applied): a
    * pod's spec is what the scheduler counts, its allocation is what it really holds.
    */
-  others: RequestTotals[];
+  others: RequestTotals[] | (() => RequestTotals[]);
   /** This pod before (its effective requests now) and after the resize. */
   before: RequestTotals;
   after: RequestTotals;
@@ -67,7 +67,8 @@ export function admit(input: AdmitInput): Admission {
   // already overcommitted (e.g. after allocatable shrank).
   if (after.cpuMilli <= before.cpuMilli && after.memoryBytes <= before.memoryBytes)
     return { verdict: 'fits' };
-  const used = others.reduce(addTotals, ZERO);
+  // Only a growing request needs the sum over every other pod of the node: computed here, not before.
+  const used = (typeof others === 'function' ? others() : others).reduce(addTotals, ZERO);
   const freeCpu = allocatable.cpuMilli - used.cpuMilli;
   const freeMemory = allocatable.memoryBytes - used.memoryBytes;
   if (after.cpuMilli > before.cpuMilli && after.cpuMilli > freeCpu) {

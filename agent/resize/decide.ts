@@ -238,7 +238,7 @@ function judge(input: DecideInput): Decision {
   if (!allocatable) return defer("the node's allocatable is not known yet");
   const verdict = admit({
     allocatable,
-    others: typeof others === 'function' ? others() : others,
+    others,
     before: effectiveTotals(pod, allocation),
     after: totalRequests(valid.desired.map((d) => d.resources)),
   });

@@ -261,6 +261,26 @@ describe('resolveInside', () => {
     await expect(resolveInside(t.fs, '/sys/fs/cgroup', path)).rejects.toThrow(/outside the cgroup mount/);
   });
 
+  it('still refuses a directory proven safe once, then swapped for a symlink or a planted path', async () => {
+    const t = tree();
+    const path = t.pods[0]!.containers[0]!.path;
+    await expect(resolveInside(t.fs, '/sys/fs/cgroup', path)).resolves.toBe(`/sys/fs/cgroup/${path}`);
+    t.vol.mkdirSync('/etc/evil', { recursive: true });
+    t.vol.rmSync(`/sys/fs/cgroup/${path}`, { recursive: true });
+    t.vol.symlinkSync('/etc/evil', `/sys/fs/cgroup/${path}`);
+    await expect(resolveInside(t.fs, '/sys/fs/cgroup', path)).rejects.toThrow(/outside the cgroup mount/);
+    // And a parent directory swapped for a symlink to a look-alike tree outside.
+    const parent = path.slice(0, path.lastIndexOf('/'));
+    const leaf = path.slice(path.lastIndexOf('/') + 1);
+    t.vol.unlinkSync(`/sys/fs/cgroup/${path}`);
+    t.vol.mkdirSync(`/sys/fs/cgroup/${path}`);
+    await expect(resolveInside(t.fs, '/sys/fs/cgroup', path)).resolves.toBe(`/sys/fs/cgroup/${path}`);
+    t.vol.mkdirSync(`/etc/lookalike/${leaf}`, { recursive: true });
+    t.vol.renameSync(`/sys/fs/cgroup/${parent}`, '/etc/moved-away');
+    t.vol.symlinkSync('/etc/lookalike', `/sys/fs/cgroup/${parent}`);
+    await expect(resolveInside(t.fs, '/sys/fs/cgroup', path)).rejects.toThrow(/outside the cgroup mount/);
+  });
+
   it('refuses a symlinked pods root too (everything below it would escape)', async () => {
     const vol = Volume.fromJSON({
       '/elsewhere/kubepods/pod1/cpu.max': 'max 100000\n',
