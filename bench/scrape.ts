@@ -7,8 +7,11 @@
 //      1 ms resolution for stalls;
 //   2. an idle minute at a 10 s scrape interval: the server's CPU (from /proc/<pid>/stat) and peak RSS.
 // Writes bench/results/scrape.json. Options: --pods N, --scrapes N (burst), --idle-seconds S, --plain (no
-// gzip), --tsx (run the endpoint from source: +~50 MB RSS for the loader), --node-options=... (the server's).
+// gzip), --tsx (run the endpoint from source: +~50 MB RSS for the loader), --node-options=... (the server's
+// V8 flags instead of the DaemonSet's NODE_OPTIONS). The server gets deploy/daemonset.yaml's environment and
+// CPU and memory limits.
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { once } from 'node:events';
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -24,6 +27,7 @@ import { buildHttpApp } from '../agent/http.ts';
 import { createAgentMetrics } from '../agent/metrics.ts';
 import type { PodView } from '../agent/reconcile/reconciler.ts';
 import { specResources, type PodLike } from '../agent/resize/pod.ts';
+import { parseCpuMillicores, parseMemoryBytes } from '../agent/resize/quantity.ts';
 import type { CgroupLayout } from '../cgroup/types.ts';
 import {
   cpuTimeMs,
@@ -129,9 +133,48 @@ function rssMb(pid: number): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** deploy/daemonset.yaml's NODE_OPTIONS. */
-const NODE_OPTIONS = ['--max-old-space-size=256'];
 const repo = fileURLToPath(new URL('..', import.meta.url));
+
+interface Deployed {
+  /** The container's env values set literally (NODE_OPTIONS, MALLOC_*, ...); valueFrom ones are not. */
+  env: Record<string, string>;
+  cpuLimitMilli: number;
+  memoryLimitBytes: bigint;
+}
+
+/**
+ * How deploy/daemonset.yaml runs the agent, read from the manifest itself so the bench measures the
+ * deployed V8 flags, environment and CPU/memory limits, not a copy that can drift from them.
+ */
+function deployedAgent(): Deployed {
+  // The YAML parser @kubernetes/client-node itself uses (as test/deploy/manifests.test.ts does); loaded
+  // here, in the driver, so the measured server process never holds it.
+  const yaml = createRequire(fileURLToPath(import.meta.resolve('@kubernetes/client-node')))('js-yaml') as {
+    load(text: string): unknown;
+  };
+  const ds = yaml.load(readFileSync(join(repo, 'deploy/daemonset.yaml'), 'utf8')) as {
+    spec: {
+      template: {
+        spec: {
+          containers: {
+            name: string;
+            env?: { name: string; value?: string }[];
+            resources: { limits: { cpu: string; memory: string } };
+          }[];
+        };
+      };
+    };
+  };
+  const agent = ds.spec.template.spec.containers.find((c) => c.name === 'agent');
+  if (!agent) throw new Error('deploy/daemonset.yaml has no container "agent"');
+  const env: Record<string, string> = {};
+  for (const e of agent.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+  return {
+    env,
+    cpuLimitMilli: parseCpuMillicores(agent.resources.limits.cpu),
+    memoryLimitBytes: parseMemoryBytes(agent.resources.limits.memory),
+  };
+}
 
 /**
  * This file and what it imports, compiled as the Dockerfile compiles the agent (type checking is the
@@ -184,7 +227,7 @@ async function drive(): Promise<void> {
       'idle-seconds': { type: 'string', default: '60' },
       tsx: { type: 'boolean', default: false },
       plain: { type: 'boolean', default: false },
-      'node-options': { type: 'string', default: NODE_OPTIONS.join(' ') },
+      'node-options': { type: 'string' },
     },
   });
   const podCount = Number(values.pods);
@@ -255,18 +298,35 @@ async function drive(): Promise<void> {
     await writeFile(inputPath, JSON.stringify(input));
 
     const entry = values.tsx ? fileURLToPath(import.meta.url) : compile(dir);
-    const nodeOptions = values['node-options'].split(' ').filter(Boolean);
+    // The DaemonSet's environment (NODE_OPTIONS among it) as the image's node sees it; the V8 flags go
+    // on the command line instead so they hold whatever NODE_OPTIONS this shell has.
+    const deployed = deployedAgent();
+    const { NODE_OPTIONS: deployedOptions = '', ...deployedEnv } = deployed.env;
+    const nodeOptions = (values['node-options'] ?? deployedOptions).split(' ').filter(Boolean);
+    const env = { ...process.env, ...deployedEnv };
+    delete env.NODE_OPTIONS;
     child = fork(entry, ['--serve', inputPath], {
       execArgv: values.tsx ? ['--import', 'tsx', ...nodeOptions] : nodeOptions,
+      env,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     const { port } = await nextMessage(child, 'listening');
     const pid = child.pid!;
-    // The agent runs in its own cgroup beside the pods, as a DaemonSet pod would, so the measurement is
-    // not at the mercy of whatever else this shared machine runs at the root level.
-    for (const h of ['cpu', 'cpuacct', 'memory']) {
+    // The agent runs in its own cgroup beside the pods, as a DaemonSet pod would, with the DaemonSet's
+    // limits (a CFS quota throttles every thread of the process, the gzip threads included), and so the
+    // measurement is not at the mercy of whatever else this shared machine runs at the root level.
+    const limits: Record<string, [string, string][]> = {
+      cpu: [
+        ['cpu.cfs_period_us', '100000'],
+        ['cpu.cfs_quota_us', String(deployed.cpuLimitMilli * 100)],
+      ],
+      cpuacct: [],
+      memory: [['memory.limit_in_bytes', String(deployed.memoryLimitBytes)]],
+    };
+    for (const [h, files] of Object.entries(limits)) {
       const agentDir = `/sys/fs/cgroup/${h}/${sandbox.name}/agent`;
       await mkdir(agentDir, { recursive: true });
+      for (const [file, value] of files) await writeFile(`${agentDir}/${file}`, value);
       await writeFile(`${agentDir}/cgroup.procs`, String(pid));
     }
 
