@@ -201,6 +201,7 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
     clock,
     log: log.child({ component: 'publisher' }),
     onFailure: () => metrics.statusPatchFailures.inc(),
+    onEventDropped: () => metrics.eventsDropped.inc(),
   });
 
   const queue = createKeyedQueue({

@@ -13,6 +13,7 @@ export interface AgentMetrics {
   driftCorrections: Counter<'level'>;
   reconcileDuration: Histogram;
   statusPatchFailures: Counter;
+  eventsDropped: Counter;
   oomScoreAdjFailures: Counter<'reason'>;
   informerRestarts: Counter;
   checkpointProblems: Counter;
@@ -66,6 +67,11 @@ export function createAgentMetrics(registry: Registry = new Registry()): AgentMe
     statusPatchFailures: new Counter({
       name: 'resizelet_status_patch_failures_total',
       help: 'Status annotation patches that failed and were retried.',
+      registers,
+    }),
+    eventsDropped: new Counter({
+      name: 'resizelet_events_dropped_total',
+      help: 'Kubernetes Events given up on: the backlog was full (the API server could not keep up) or three tries failed.',
       registers,
     }),
     oomScoreAdjFailures: new Counter({

@@ -1,6 +1,9 @@
 // Writes status annotations and Events to the API server without ever holding up cgroup enforcement.
 // One patch in flight per pod; a newer status replaces an unsent older one (latest wins); failures are
 // retried with capped, jittered backoff until they succeed or the pod is gone (404).
+// Events are best effort, as in client-go's recorder: a few in flight at a time so that a resize storm's
+// Events do not crowd the status patches, a bounded backlog whose oldest are dropped (and counted) if the
+// API server cannot keep up, three tries each.
 import type { KubePort, PodEvent } from '../kube/api.ts';
 import { httpStatusOf } from '../kube/api.ts';
 import type { PodLike } from '../resize/pod.ts';
@@ -19,7 +22,7 @@ export interface StatusPublisher {
   cancel(key: string): void;
   /** Statuses not yet acknowledged. */
   readonly backlog: number;
-  /** Resolves when every queued status has been acknowledged or dropped. */
+  /** Resolves when every queued status and Event has been acknowledged or dropped. */
   idle(): Promise<void>;
   stop(): void;
 }
@@ -35,7 +38,12 @@ export function createStatusPublisher(opts: {
   clock: Clock;
   log: PublisherLog;
   onFailure?: (err: unknown) => void;
+  /** An Event given up on: the backlog was full, or three tries failed. */
+  onEventDropped?: () => void;
   maxBackoffMs?: number;
+  /** Events in flight at once (default 4) and waiting at most (default 1,000). */
+  eventConcurrency?: number;
+  maxEventBacklog?: number;
 }): StatusPublisher {
   const { kube, clock, log } = opts;
   const next = new Map<string, Slot>();
@@ -43,10 +51,15 @@ export function createStatusPublisher(opts: {
   const abort = new AbortController();
   let idleWaiters: Array<() => void> = [];
   const maxMs = opts.maxBackoffMs ?? 5_000;
+  const eventConcurrency = opts.eventConcurrency ?? 4;
+  const maxEventBacklog = opts.maxEventBacklog ?? 1_000;
+  const events: Array<{ pod: PodLike; event: PodEvent }> = [];
+  let eventsInFlight = 0;
+  let droppedSinceWarning = 0;
 
   const keyOf = (p: PodLike): string => `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`;
   const checkIdle = (): void => {
-    if (next.size === 0 && inFlight.size === 0) {
+    if (next.size === 0 && inFlight.size === 0 && events.length === 0 && eventsInFlight === 0) {
       const w = idleWaiters;
       idleWaiters = [];
       for (const r of w) r();
@@ -90,6 +103,35 @@ export function createStatusPublisher(opts: {
     }
   }
 
+  async function sendEvent(pod: PodLike, event: PodEvent): Promise<void> {
+    for (let attempt = 0; attempt < 3 && !abort.signal.aborted; attempt++) {
+      try {
+        await kube.createPodEvent(pod, event);
+        return;
+      } catch (err) {
+        if (httpStatusOf(err) === 404) return;
+        if (attempt === 2) {
+          opts.onEventDropped?.();
+          log.warn({ pod: keyOf(pod), reason: event.reason, err: (err as Error).message }, 'event dropped');
+          return;
+        }
+        await clock.sleep(backoffDelay(attempt, { baseMs: 200, maxMs: 2_000 }), abort.signal);
+      }
+    }
+  }
+
+  function pumpEvents(): void {
+    while (eventsInFlight < eventConcurrency && events.length > 0 && !abort.signal.aborted) {
+      const { pod, event } = events.shift()!;
+      eventsInFlight++;
+      void sendEvent(pod, event).finally(() => {
+        eventsInFlight--;
+        pumpEvents();
+        checkIdle();
+      });
+    }
+  }
+
   return {
     publish(pod, text, onAck) {
       const key = keyOf(pod);
@@ -98,22 +140,22 @@ export function createStatusPublisher(opts: {
       if (!inFlight.has(key)) void drive(key);
     },
     event(pod, event) {
-      void (async () => {
-        for (let attempt = 0; attempt < 3 && !abort.signal.aborted; attempt++) {
-          try {
-            await kube.createPodEvent(pod, event);
-            return;
-          } catch (err) {
-            if (httpStatusOf(err) === 404) return;
-            await clock.sleep(backoffDelay(attempt, { baseMs: 200, maxMs: 2_000 }), abort.signal);
-            if (attempt === 2)
-              log.warn(
-                { pod: keyOf(pod), reason: event.reason, err: (err as Error).message },
-                'event dropped',
-              );
-          }
+      if (abort.signal.aborted) return;
+      events.push({ pod, event });
+      if (events.length > maxEventBacklog) {
+        events.shift();
+        opts.onEventDropped?.();
+        // One warning per burst of drops, not one per Event.
+        if (droppedSinceWarning++ === 0) {
+          log.warn(
+            { backlog: maxEventBacklog },
+            'the API server is not keeping up with Events; dropping the oldest',
+          );
         }
-      })();
+      } else if (events.length < maxEventBacklog / 2) {
+        droppedSinceWarning = 0;
+      }
+      pumpEvents();
     },
     cancel(key) {
       next.delete(key);
@@ -122,6 +164,7 @@ export function createStatusPublisher(opts: {
     get backlog() {
       return next.size + inFlight.size;
     },
+
     idle: () =>
       new Promise<void>((resolve) => {
         idleWaiters.push(resolve);
@@ -130,6 +173,7 @@ export function createStatusPublisher(opts: {
     stop() {
       abort.abort();
       next.clear();
+      events.length = 0;
       checkIdle();
     },
   };

@@ -61,3 +61,67 @@ describe('status publisher', () => {
     expect(p.backlog).toBe(0);
   });
 });
+
+describe('status publisher: Events', () => {
+  it('sends Events a few at a time, drops the oldest beyond the backlog (counted), and waits for them in idle()', async () => {
+    const sent: string[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const release: Array<() => void> = [];
+    const kube: KubePort = {
+      ...fakeKube([], []),
+      async createPodEvent(_pod, e) {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise<void>((r) => release.push(r));
+        inFlight--;
+        sent.push(e.message);
+      },
+    };
+    let dropped = 0;
+    const p = createStatusPublisher({
+      kube,
+      clock: instantClock,
+      log: quietLog,
+      eventConcurrency: 2,
+      maxEventBacklog: 3,
+      onEventDropped: () => dropped++,
+    });
+    for (let i = 0; i < 8; i++) p.event(pod, { reason: 'R', type: 'Normal', message: `e${i}` });
+    // Two in flight (e0, e1); e2..e7 queued, of which only the newest three are kept.
+    expect(dropped).toBe(3);
+    let idle = false;
+    void p.idle().then(() => (idle = true));
+    while (sent.length < 5) {
+      release.shift()?.();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await new Promise((r) => setTimeout(r, 5));
+    expect(idle).toBe(true);
+    expect(maxInFlight).toBe(2);
+    expect(sent).toEqual(['e0', 'e1', 'e5', 'e6', 'e7']);
+  });
+
+  it('gives an Event up after three failed tries (counted), and forgets one for a pod that is gone', async () => {
+    let calls = 0;
+    const kube: KubePort = {
+      ...fakeKube([], []),
+      async createPodEvent(_pod, e) {
+        calls++;
+        throw Object.assign(new Error('nope'), { code: e.reason === 'Gone' ? 404 : 500 });
+      },
+    };
+    let dropped = 0;
+    const p = createStatusPublisher({
+      kube,
+      clock: instantClock,
+      log: quietLog,
+      onEventDropped: () => dropped++,
+    });
+    p.event(pod, { reason: 'R', type: 'Normal', message: 'm' });
+    p.event(pod, { reason: 'Gone', type: 'Normal', message: 'm' });
+    await p.idle();
+    expect(calls).toBe(4);
+    expect(dropped).toBe(1);
+  });
+});
