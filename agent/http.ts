@@ -56,6 +56,13 @@ export interface HttpDeps {
   maxOpenFiles?: number;
 }
 
+/** The last full walk, as its resizelet_scrape_* series report it. */
+interface WalkSummary {
+  cgroups: number;
+  durationMs: number;
+  problems: NodeScan['problems'];
+}
+
 interface ScrapeValue {
   value: number;
   labels: Record<string, string | number>;
@@ -120,7 +127,7 @@ function resourceValues(
 function registerResizeletMetrics(
   registry: Registry,
   deps: HttpDeps,
-  latest: () => NodeScan | undefined,
+  latest: () => WalkSummary | undefined,
   facts: NodeFactsSource,
   openFiles: () => number,
 ): void {
@@ -191,7 +198,7 @@ function registerResizeletMetrics(
     'gauge',
     () => [{ value: Math.max(0, (now() - deps.informer.lastEventAt) / 1000), labels: {} }],
   );
-  const last = (pick: (s: NodeScan) => number) => () => {
+  const last = (pick: (s: WalkSummary) => number) => () => {
     const s = latest();
     return s ? [{ value: pick(s), labels: {} }] : [];
   };
@@ -199,7 +206,7 @@ function registerResizeletMetrics(
     'resizelet_scrape_cgroups',
     'Cgroups read by the last walk of the node (pods, sandboxes, containers, QoS levels).',
     'gauge',
-    last((s) => s.cgroups.length),
+    last((s) => s.cgroups),
   );
   scrape(
     'resizelet_scrape_cgroup_read_seconds',
@@ -351,12 +358,15 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
     problems: [{ path: '', code: 'RESIZELET_ERR_NO_CGROUP_LAYOUT', message: 'cgroup layout unknown' }],
     durationMs: 0,
   };
-  let latest: NodeScan | undefined;
+  // What the resizelet_scrape_* series report of the last walk: a summary, not the walk itself. Holding the
+  // ~1,000 cgroups' stats from one scrape to the next made V8 promote every scrape's results to the old
+  // generation, and full collections (the longest pauses) came every few scrapes.
+  let latest: WalkSummary | undefined;
   // Full walks are shared by concurrent callers and followed by a sweep of descriptors of vanished cgroups.
   const fullScan = sharedScan(async () => {
     const s = scanner ? await scanner.scan({ pods: deps.pods() }) : noLayout;
     reader?.sweep();
-    latest = s;
+    latest = { cgroups: s.cgroups.length, durationMs: s.durationMs, problems: s.problems };
     return s;
   });
   const renderer = createCadvisorRenderer();
