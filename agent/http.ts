@@ -358,9 +358,8 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
     problems: [{ path: '', code: 'RESIZELET_ERR_NO_CGROUP_LAYOUT', message: 'cgroup layout unknown' }],
     durationMs: 0,
   };
-  // What the resizelet_scrape_* series report of the last walk: a summary, not the walk itself. Holding the
-  // ~1,000 cgroups' stats from one scrape to the next made V8 promote every scrape's results to the old
-  // generation, and full collections (the longest pauses) came every few scrapes.
+  // What the resizelet_scrape_* series report of the last walk: a summary, not the walk itself, whose
+  // ~1,000 stats objects (~300 KB on a busy node) would otherwise stay alive until the next scrape.
   let latest: WalkSummary | undefined;
   // Full walks are shared by concurrent callers and followed by a sweep of descriptors of vanished cgroups.
   const fullScan = sharedScan(async () => {
