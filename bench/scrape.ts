@@ -16,7 +16,7 @@ import { once } from 'node:events';
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -108,17 +108,29 @@ async function serve(inputPath: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------
 // The driver
 
-/** One scrape as Prometheus makes it (gzip accepted unless `plain`): its time and the bytes received. */
-function scrape(agent: http.Agent, port: number, plain: boolean): Promise<{ ms: number; bytes: number }> {
+/**
+ * One scrape as Prometheus makes it (gzip accepted unless `plain`): its time and the bytes received, and
+ * with `keep` the body.
+ */
+function scrape(
+  agent: http.Agent,
+  port: number,
+  plain: boolean,
+  keep = false,
+): Promise<{ ms: number; bytes: number; body: string }> {
   const t = performance.now();
   const headers = plain ? {} : { 'accept-encoding': 'gzip' };
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/metrics', agent, headers }, (res) => {
       let bytes = 0;
-      res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      const kept: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (keep) kept.push(chunk);
+      });
       res.on('end', () => {
         if (res.statusCode !== 200) reject(new Error(`/metrics answered ${res.statusCode}`));
-        else resolve({ ms: performance.now() - t, bytes });
+        else resolve({ ms: performance.now() - t, bytes, body: Buffer.concat(kept).toString('utf8') });
       });
       res.on('error', reject);
     });
@@ -239,6 +251,7 @@ async function drive(): Promise<void> {
     process.exit(1);
   }
 
+  const loadStart = loadavg()[0]!;
   const sandbox = await createRealSandbox();
   const dir = await mkdtemp(join(tmpdir(), 'resizelet-bench-scrape-'));
   let child: ChildProcess | undefined;
@@ -344,8 +357,13 @@ async function drive(): Promise<void> {
     const cpuPerScrape = (cpuTimeMs(pid) - burstCpu0) / scrapeCount;
     child.send({ type: 'eld-stop' } satisfies ToServer);
     const { maxMs: stallMs } = await nextMessage(child, 'eld');
-    // The exposition's own size, whatever the burst's encoding.
-    const textBytes = values.plain ? bytes : (await scrape(agent, port, true)).bytes;
+    // The exposition's own size, whatever the burst's encoding, and how long that scrape's walk of the
+    // cgroups took (the server's own resizelet_scrape_cgroup_read_seconds): the part of a scrape's latency
+    // that is reading files.
+    const plainScrape = await scrape(agent, port, true, true);
+    const textBytes = plainScrape.bytes;
+    const walkMs =
+      Number(/^resizelet_scrape_cgroup_read_seconds (\S+)$/m.exec(plainScrape.body)?.[1] ?? NaN) * 1000;
 
     // 2. Idle at a 10 s scrape interval.
     await sleep(2_000); // let the burst's garbage collection settle
@@ -386,6 +404,7 @@ async function drive(): Promise<void> {
       row('scrape p50 (ms)', result.scrape_p50_ms, '< 25', result.scrape_p50_ms < 25),
       row('scrape p99 (ms)', result.scrape_p99_ms, '< 60', result.scrape_p99_ms < 60),
       row('server CPU per scrape (ms)', round(cpuPerScrape), '', true),
+      row('of a scrape: cgroup walk (ms)', round(walkMs), '', true),
       row('bytes per scrape (text)', result.bytes, '', true),
       row(`bytes on the wire (${values.plain ? 'plain' : 'gzip'})`, bytes, '', true),
       row(
@@ -402,6 +421,9 @@ async function drive(): Promise<void> {
       `\nserver memory at the end: rss ${mb(mem.usage.rss)} MB = V8 heap ${mb(mem.usage.heapTotal)} MB ` +
         `(used ${mb(mem.usage.heapUsed)}, young generation ${mb(mem.spaces.new_space)}, old ${mb(mem.spaces.old_space)}) ` +
         `+ external ${mb(mem.usage.external)} MB + code, stacks and Node itself\n`,
+    );
+    process.stdout.write(
+      `load average (1 min) of the machine: ${round(loadStart, 2)} at the start, ${round(loadavg()[0]!, 2)} at the end\n`,
     );
     process.stdout.write(`\nwrote ${path}\n`);
   } finally {
