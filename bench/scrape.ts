@@ -8,8 +8,9 @@
 //   2. an idle minute at a 10 s scrape interval: the server's CPU (from /proc/<pid>/stat) and peak RSS.
 // Writes bench/results/scrape.json. Options: --pods N, --scrapes N (burst), --idle-seconds S, --plain (no
 // gzip), --tsx (run the endpoint from source: +~50 MB RSS for the loader), --node-options=... (the server's
-// V8 flags instead of the DaemonSet's NODE_OPTIONS). The server gets deploy/daemonset.yaml's environment and
-// CPU and memory limits.
+// V8 flags instead of the DaemonSet's NODE_OPTIONS), --cpu-limit=QUANTITY (instead of the DaemonSet's, to
+// tell the limit's throttling from the rest). The server gets deploy/daemonset.yaml's environment and CPU and
+// memory limits.
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { once } from 'node:events';
@@ -240,6 +241,7 @@ async function drive(): Promise<void> {
       tsx: { type: 'boolean', default: false },
       plain: { type: 'boolean', default: false },
       'node-options': { type: 'string' },
+      'cpu-limit': { type: 'string' },
     },
   });
   const podCount = Number(values.pods);
@@ -314,6 +316,9 @@ async function drive(): Promise<void> {
     // The DaemonSet's environment (NODE_OPTIONS among it) as the image's node sees it; the V8 flags go
     // on the command line instead so they hold whatever NODE_OPTIONS this shell has.
     const deployed = deployedAgent();
+    const cpuLimitMilli = values['cpu-limit']
+      ? parseCpuMillicores(values['cpu-limit'])
+      : deployed.cpuLimitMilli;
     const { NODE_OPTIONS: deployedOptions = '', ...deployedEnv } = deployed.env;
     const nodeOptions = (values['node-options'] ?? deployedOptions).split(' ').filter(Boolean);
     const env = { ...process.env, ...deployedEnv };
@@ -331,7 +336,7 @@ async function drive(): Promise<void> {
     const limits: Record<string, [string, string][]> = {
       cpu: [
         ['cpu.cfs_period_us', '100000'],
-        ['cpu.cfs_quota_us', String(deployed.cpuLimitMilli * 100)],
+        ['cpu.cfs_quota_us', String(cpuLimitMilli * 100)],
       ],
       cpuacct: [],
       memory: [['memory.limit_in_bytes', String(deployed.memoryLimitBytes)]],
@@ -343,8 +348,17 @@ async function drive(): Promise<void> {
       await writeFile(`${agentDir}/cgroup.procs`, String(pid));
     }
 
+    // How often the CFS quota stopped the agent: every thread of it waits out the rest of the period.
+    const cpuStatFile = `/sys/fs/cgroup/cpu/${sandbox.name}/agent/cpu.stat`;
+    const throttling = () => {
+      const text = readFileSync(cpuStatFile, 'utf8');
+      const field = (k: string) => Number(new RegExp(`^${k} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+      return { periods: field('nr_throttled'), ms: field('throttled_time') / 1e6 };
+    };
+
     // 1. Burst.
     for (let i = 0; i < 5; i++) await scrape(agent, port, values.plain);
+    const throttled0 = throttling();
     const burstCpu0 = cpuTimeMs(pid);
     child.send({ type: 'eld-start' } satisfies ToServer);
     const times: number[] = [];
@@ -355,6 +369,11 @@ async function drive(): Promise<void> {
       bytes = r.bytes;
     }
     const cpuPerScrape = (cpuTimeMs(pid) - burstCpu0) / scrapeCount;
+    const throttled1 = throttling();
+    const burstThrottled = {
+      periods: throttled1.periods - throttled0.periods,
+      ms: throttled1.ms - throttled0.ms,
+    };
     child.send({ type: 'eld-stop' } satisfies ToServer);
     const { maxMs: stallMs } = await nextMessage(child, 'eld');
     // The exposition's own size, whatever the burst's encoding, and how long that scrape's walk of the
@@ -405,6 +424,12 @@ async function drive(): Promise<void> {
       row('scrape p99 (ms)', result.scrape_p99_ms, '< 60', result.scrape_p99_ms < 60),
       row('server CPU per scrape (ms)', round(cpuPerScrape), '', true),
       row('of a scrape: cgroup walk (ms)', round(walkMs), '', true),
+      row(
+        `burst: throttled by the ${cpuLimitMilli}m limit, ms (${burstThrottled.periods} periods)`,
+        round(burstThrottled.ms),
+        '',
+        true,
+      ),
       row('bytes per scrape (text)', result.bytes, '', true),
       row(`bytes on the wire (${values.plain ? 'plain' : 'gzip'})`, bytes, '', true),
       row(
