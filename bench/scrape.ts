@@ -12,7 +12,6 @@
 // tell the limit's throttling from the rest). The server gets deploy/daemonset.yaml's environment and CPU and
 // memory limits.
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { once } from 'node:events';
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -28,7 +27,7 @@ import { buildHttpApp } from '../agent/http.ts';
 import { createAgentMetrics } from '../agent/metrics.ts';
 import type { PodView } from '../agent/reconcile/reconciler.ts';
 import { specResources, type PodLike } from '../agent/resize/pod.ts';
-import { parseCpuMillicores, parseMemoryBytes } from '../agent/resize/quantity.ts';
+import { parseCpuMillicores } from '../agent/resize/quantity.ts';
 import type { CgroupLayout } from '../cgroup/types.ts';
 import {
   cpuTimeMs,
@@ -37,6 +36,7 @@ import {
   newPodUid,
   realCgroupsAvailable,
 } from '../test/support/real-cgroup.ts';
+import { deployedAgent } from './_deployed.ts';
 import { percentile, printTable, round, writeResult } from './_report.ts';
 
 const Mi = 1024n * 1024n;
@@ -147,47 +147,6 @@ function rssMb(pid: number): number {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
-
-interface Deployed {
-  /** The container's env values set literally (NODE_OPTIONS, MALLOC_*, ...); valueFrom ones are not. */
-  env: Record<string, string>;
-  cpuLimitMilli: number;
-  memoryLimitBytes: bigint;
-}
-
-/**
- * How deploy/daemonset.yaml runs the agent, read from the manifest itself so the bench measures the
- * deployed V8 flags, environment and CPU/memory limits, not a copy that can drift from them.
- */
-function deployedAgent(): Deployed {
-  // The YAML parser @kubernetes/client-node itself uses (as test/deploy/manifests.test.ts does); loaded
-  // here, in the driver, so the measured server process never holds it.
-  const yaml = createRequire(fileURLToPath(import.meta.resolve('@kubernetes/client-node')))('js-yaml') as {
-    load(text: string): unknown;
-  };
-  const ds = yaml.load(readFileSync(join(repo, 'deploy/daemonset.yaml'), 'utf8')) as {
-    spec: {
-      template: {
-        spec: {
-          containers: {
-            name: string;
-            env?: { name: string; value?: string }[];
-            resources: { limits: { cpu: string; memory: string } };
-          }[];
-        };
-      };
-    };
-  };
-  const agent = ds.spec.template.spec.containers.find((c) => c.name === 'agent');
-  if (!agent) throw new Error('deploy/daemonset.yaml has no container "agent"');
-  const env: Record<string, string> = {};
-  for (const e of agent.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
-  return {
-    env,
-    cpuLimitMilli: parseCpuMillicores(agent.resources.limits.cpu),
-    memoryLimitBytes: parseMemoryBytes(agent.resources.limits.memory),
-  };
-}
 
 /**
  * This file and what it imports, compiled as the Dockerfile compiles the agent (type checking is the

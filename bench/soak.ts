@@ -10,7 +10,7 @@
 // one was answered (so each request's verdict is known). At the end, after a drain:
 // - missed: requests not answered within 30 s, or never;
 // - wrong_final_state: pods whose status (verdict, allocation) or live cgroups differ from the model;
-// - RSS of the agent process (run with the DaemonSet's --max-old-space-size=256) right after a forced full
+// - RSS of the agent process (run with the DaemonSet's NODE_OPTIONS) right after a forced full
 //   GC, every 10 s (bench/_soak-probe.mjs); growth is the least-squares slope after a warm-up.
 // Writes bench/results/soak.json.
 import { spawn, spawnSync } from 'node:child_process';
@@ -29,6 +29,7 @@ import {
   realCgroupsAvailable,
   type RealSandbox,
 } from '../test/support/real-cgroup.ts';
+import { deployedAgent } from './_deployed.ts';
 import { printTable, round, writeResult } from './_report.ts';
 
 const args = process.argv.slice(2);
@@ -262,8 +263,8 @@ async function main(): Promise<void> {
     const agent = spawn(
       process.execPath,
       [
-        // As the DaemonSet runs it (NODE_OPTIONS in deploy/daemonset.yaml), plus the GC probe.
-        '--max-old-space-size=256',
+        // As the DaemonSet runs it (its NODE_OPTIONS, read from deploy/daemonset.yaml), plus the GC probe.
+        ...(deployedAgent().env.NODE_OPTIONS?.split(' ').filter(Boolean) ?? []),
         '--expose-gc',
         // For hunting a leak, e.g. SOAK_NODE_ARGS="--heapsnapshot-signal=SIGUSR1 --diagnostic-dir=/tmp/x".
         ...(process.env.SOAK_NODE_ARGS?.split(' ').filter(Boolean) ?? []),

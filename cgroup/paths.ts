@@ -333,8 +333,12 @@ export async function resolveInside(
     // The same directory as proven before (a directory has one place; a symlink planted since on the way
     // leads to another inode, one in its place is not a directory): no need to walk the path again.
     const now = await fs.lstat(joined);
-    if (now.isDirectory() && now.ino === proven.ino && now.dev === proven.dev) return proven.real;
-    provenDirs.get(fs)?.delete(joined);
+    const byPath = provenDirs.get(fs)!;
+    byPath.delete(joined);
+    if (now.isDirectory() && now.ino === proven.ino && now.dev === proven.dev) {
+      byPath.set(joined, { ...proven, usedAt: Date.now() });
+      return proven.real;
+    }
   }
   const real = await fs.realpath(joined);
   const inside = real === realMount || real.startsWith(realMount === '/' ? '/' : `${realMount}/`);
@@ -348,24 +352,33 @@ export async function resolveInside(
   if (!st.isDirectory()) {
     throw new PathError(`${show(joined)} is not a directory`, joined);
   }
-  if (st.ino !== undefined && st.dev !== undefined) remember(fs, joined, { real, dev: st.dev, ino: st.ino });
+  if (st.ino !== undefined && st.dev !== undefined) {
+    remember(fs, joined, { real, dev: st.dev, ino: st.ino, usedAt: Date.now() });
+  }
   return real;
 }
 
 // Directories proven inside their mount, by path, with the inode that was proven. Resizes touch the same
 // pod and container directories again and again; re-proving one is an lstat instead of a realpath walk.
-// Bounded: containers come and go, and a path not seen for a while is simply proven again.
+// Bounded in size and in time: containers come and go, and a directory unused for a minute (a removed
+// container's, mostly) is forgotten and simply proven again if it is ever used.
 interface Proven {
   real: string;
   dev: number | bigint;
   ino: number | bigint;
+  usedAt: number;
 }
 const MAX_PROVEN_DIRS = 4096;
+const PROVEN_TTL_MS = 60_000;
 const provenDirs = new WeakMap<object, Map<string, Proven>>();
 function remember(fs: object, joined: string, proven: Proven): void {
   let byPath = provenDirs.get(fs);
   if (!byPath) provenDirs.set(fs, (byPath = new Map()));
   byPath.delete(joined);
   byPath.set(joined, proven);
-  if (byPath.size > MAX_PROVEN_DIRS) byPath.delete(byPath.keys().next().value!);
+  // Least recently used first (a hit moves its entry to the end).
+  for (const [path, p] of byPath) {
+    if (byPath.size <= MAX_PROVEN_DIRS && p.usedAt >= proven.usedAt - PROVEN_TTL_MS) break;
+    byPath.delete(path);
+  }
 }
