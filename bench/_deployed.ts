@@ -1,6 +1,7 @@
 // How deploy/daemonset.yaml runs the agent, for the benches that run it (scrape, soak): read from the
 // manifest itself so a bench measures the deployed V8 flags, environment and limits, not a copy that drifts.
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,4 +48,29 @@ export function deployedAgent(): Deployed {
     cpuLimitMilli: parseCpuMillicores(agent.resources.limits.cpu),
     memoryLimitBytes: parseMemoryBytes(agent.resources.limits.memory),
   };
+}
+
+/**
+ * `entry` (a path from the repository root, e.g. `bin/resizelet.ts`) and what it imports, compiled as the
+ * Dockerfile compiles the agent (type checking is the typecheck's job, not the bench's), into `dir`, which
+ * gets the repository's node_modules (a symlink) and a package.json saying "type": "module", as the image
+ * has. Returns the compiled entry's path: benches measure the code as the image runs it, not tsx.
+ */
+export function compileAsImage(entry: string, dir: string): string {
+  const outDir = join(dir, 'app');
+  const r = spawnSync(
+    process.execPath,
+    [
+      join(repo, 'node_modules/typescript/bin/tsc'),
+      join(repo, entry),
+      ...['--outDir', outDir, '--rootDir', repo, '--noCheck', '--skipLibCheck'],
+      ...['--rewriteRelativeImportExtensions', '--allowImportingTsExtensions', '--verbatimModuleSyntax'],
+      ...['--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2023', '--types', 'node'],
+    ],
+    { stdio: 'inherit' },
+  );
+  if (r.status !== 0) throw new Error(`tsc failed (${r.status})`);
+  writeFileSync(join(outDir, 'package.json'), '{ "type": "module" }\n');
+  symlinkSync(join(repo, 'node_modules'), join(outDir, 'node_modules'));
+  return join(outDir, entry.replace(/\.ts$/, '.js'));
 }

@@ -20,6 +20,7 @@ import {
   newPodUid,
   realCgroupsAvailable,
 } from '../test/support/real-cgroup.ts';
+import { sandboxAgentArgs } from '../test/agent/support.ts';
 import { percentile, printTable, round, writeResult } from './_report.ts';
 
 const RATE_PER_S = Number(process.argv[3] ?? 500);
@@ -130,24 +131,12 @@ async function run(podCount: number): Promise<RunResult> {
     const server = await startApiProcess(join(dir, 'state.json'), join(dir, 'kubeconfig'));
     api = server.child;
     const config = loadConfig({
-      argv: [
-        '--node-name',
-        'bench-node',
-        '--kubeconfig',
-        join(dir, 'kubeconfig'),
-        '--pods-root',
-        sandbox.layout.podsRoot,
-        '--cgroup-driver',
-        'cgroupfs',
-        '--runtime',
-        'containerd',
-        '--checkpoint',
-        join(dir, 'checkpoint.json'),
-        '--listen',
-        '127.0.0.1:0',
-        '--reconcile-interval',
-        '1h',
-      ],
+      argv: sandboxAgentArgs({
+        nodeName: 'bench-node',
+        dir,
+        podsRoot: sandbox.layout.podsRoot,
+        reconcileInterval: '1h',
+      }),
       env: {},
       homeKubeconfig: undefined,
     }) as Config;

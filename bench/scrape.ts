@@ -11,9 +11,9 @@
 // V8 flags instead of the DaemonSet's NODE_OPTIONS), --cpu-limit=QUANTITY (instead of the DaemonSet's, to
 // tell the limit's throttling from the rest). The server gets deploy/daemonset.yaml's environment and CPU and
 // memory limits.
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
@@ -36,7 +36,7 @@ import {
   newPodUid,
   realCgroupsAvailable,
 } from '../test/support/real-cgroup.ts';
-import { deployedAgent } from './_deployed.ts';
+import { compileAsImage, deployedAgent } from './_deployed.ts';
 import { percentile, printTable, round, writeResult } from './_report.ts';
 
 const Mi = 1024n * 1024n;
@@ -146,32 +146,6 @@ function rssMb(pid: number): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const repo = fileURLToPath(new URL('..', import.meta.url));
-
-/**
- * This file and what it imports, compiled as the Dockerfile compiles the agent (type checking is the
- * typecheck's job, not the bench's), into `dir`, which gets the repository's node_modules (a symlink) and
- * a package.json saying "type": "module", as the image has.
- */
-function compile(dir: string): string {
-  const outDir = join(dir, 'app');
-  const r = spawnSync(
-    process.execPath,
-    [
-      join(repo, 'node_modules/typescript/bin/tsc'),
-      join(repo, 'bench/scrape.ts'),
-      ...['--outDir', outDir, '--rootDir', repo, '--noCheck', '--skipLibCheck'],
-      ...['--rewriteRelativeImportExtensions', '--allowImportingTsExtensions', '--verbatimModuleSyntax'],
-      ...['--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2023', '--types', 'node'],
-    ],
-    { stdio: 'inherit' },
-  );
-  if (r.status !== 0) throw new Error(`tsc failed (${r.status})`);
-  writeFileSync(join(outDir, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(repo, 'node_modules'), join(outDir, 'node_modules'));
-  return join(outDir, 'bench/scrape.js');
-}
-
 function nextMessage<T extends FromServer['type']>(
   child: ChildProcess,
   type: T,
@@ -271,7 +245,7 @@ async function drive(): Promise<void> {
     const inputPath = join(dir, 'input.json');
     await writeFile(inputPath, JSON.stringify(input));
 
-    const entry = values.tsx ? fileURLToPath(import.meta.url) : compile(dir);
+    const entry = values.tsx ? fileURLToPath(import.meta.url) : compileAsImage('bench/scrape.ts', dir);
     // The DaemonSet's environment (NODE_OPTIONS among it) as the image's node sees it; the V8 flags go
     // on the command line instead so they hold whatever NODE_OPTIONS this shell has.
     const deployed = deployedAgent();

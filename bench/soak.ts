@@ -13,8 +13,8 @@
 // - RSS of the agent process (run with the DaemonSet's NODE_OPTIONS) right after a forced full
 //   GC, every 10 s (bench/_soak-probe.mjs); growth is the least-squares slope after a warm-up.
 // Writes bench/results/soak.json.
-import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, realpath, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +29,8 @@ import {
   realCgroupsAvailable,
   type RealSandbox,
 } from '../test/support/real-cgroup.ts';
-import { deployedAgent } from './_deployed.ts';
+import { sandboxAgentArgs } from '../test/agent/support.ts';
+import { compileAsImage, deployedAgent } from './_deployed.ts';
 import { printTable, round, writeResult } from './_report.ts';
 
 const args = process.argv.slice(2);
@@ -167,30 +168,6 @@ function slope(points: Array<[number, number]>): number {
   return den === 0 ? 0 : num / den;
 }
 
-/**
- * The agent compiled as the Dockerfile compiles it (tsc from bin/resizelet.ts; type checking is the
- * typecheck's job), into `dir` with the repository's node_modules linked: the soak measures the memory of
- * the agent as it runs in the image, not of tsx and its source maps.
- */
-function compileAgent(dir: string): string {
-  const outDir = join(dir, 'app');
-  const r = spawnSync(
-    process.execPath,
-    [
-      join(repo, 'node_modules/typescript/bin/tsc'),
-      join(repo, 'bin/resizelet.ts'),
-      ...['--outDir', outDir, '--rootDir', repo, '--noCheck', '--skipLibCheck'],
-      ...['--rewriteRelativeImportExtensions', '--allowImportingTsExtensions', '--verbatimModuleSyntax'],
-      ...['--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2023', '--types', 'node'],
-    ],
-    { stdio: 'inherit' },
-  );
-  if (r.status !== 0) throw new Error(`tsc failed (${r.status})`);
-  writeFileSync(join(outDir, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(repo, 'node_modules'), join(outDir, 'node_modules'));
-  return join(outDir, 'bin/resizelet.js');
-}
-
 async function main(): Promise<void> {
   const available = realCgroupsAvailable();
   if (!available.ok) {
@@ -270,24 +247,16 @@ async function main(): Promise<void> {
         ...(process.env.SOAK_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
         '--import',
         `${repo}bench/_soak-probe.mjs`,
-        ...(viaTsx ? ['--import', 'tsx', `${repo}bin/resizelet.ts`] : [compileAgent(dir)]),
+        ...(viaTsx
+          ? ['--import', 'tsx', `${repo}bin/resizelet.ts`]
+          : [compileAsImage('bin/resizelet.ts', dir)]),
         'agent',
-        '--node-name',
-        NODE,
-        '--kubeconfig',
-        join(dir, 'kubeconfig'),
-        '--pods-root',
-        sandbox.layout.podsRoot,
-        '--cgroup-driver',
-        'cgroupfs',
-        '--runtime',
-        'containerd',
-        '--checkpoint',
-        join(dir, 'checkpoint.json'),
-        '--listen',
-        '127.0.0.1:0',
-        '--reconcile-interval',
-        '2s',
+        ...sandboxAgentArgs({
+          nodeName: NODE,
+          dir,
+          podsRoot: sandbox.layout.podsRoot,
+          reconcileInterval: '2s',
+        }),
         '--deferred-retry',
         '1s',
         '--systemd-bus',
