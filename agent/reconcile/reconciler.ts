@@ -1072,13 +1072,6 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         case 'lookup':
           return; // decide has the namespace's pods by now: it never asks twice
         case 'actuate': {
-          const current = allocation ? fromAllocation(pod, allocation) : undefined;
-          const noop =
-            current !== undefined &&
-            current.every((c, i) => sameResources(c.resources, d.desired[i]!.resources));
-          if (noop && sameIds(runningIds(pod), st.containerIds)) {
-            // Same allocation already in force (e.g. the request was re-applied unchanged).
-          }
           await actuate(key, pod, st, d, allocation);
           return;
         }
