@@ -219,10 +219,16 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
 
   it('corrects hand-written drift on the next reconcile', async () => {
     const ctr = `${podPath}/${containerId}`;
+    const logsBefore = agent!.logs.length;
+    // No read-back of the hand-written 30000 here: the agent may correct it before the test reads it
+    // (a CI run lost that race). The log line written after this point proves the agent saw the drift.
     await writeFile(`${sandbox.layout.controllers.cpu.mount}/${ctr}/cpu.cfs_quota_us`, '30000');
-    expect(await quota(ctr)).toBe(30_000);
     await waitFor('drift corrected', async () => ((await quota(ctr)) === 100_000 ? true : undefined), 5_000);
-    await agent!.waitForLog(/allocation re-applied|drift corrected/);
+    await waitFor(
+      'a correction logged after the hand-written value',
+      () => agent!.logs.slice(logsBefore).some((l) => /drift corrected/.test(l)) || undefined,
+      5_000,
+    );
   });
 
   it('after SIGKILL, a restarted agent enforces the checkpoint before the API answers, then converges', async () => {
