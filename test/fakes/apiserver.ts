@@ -94,6 +94,11 @@ export interface FakeApiServer {
   deletePod(namespace: string, name: string): boolean;
   getPod(namespace: string, name: string): Pod | undefined;
   pods(): Pod[];
+  /**
+   * Calls `fn` with every stored version of every pod, as it is written (synchronously, before any watch
+   * sees it): lets a test see a state that lasted less than its polling interval. Returns the unsubscribe.
+   */
+  onPodChange(fn: (pod: Pod) => void): () => void;
   upsertNode(node: Node | k8s.V1Node): Node;
   getNode(name: string): Node | undefined;
   /** Merges into status.allocatable (and raises status.capacity where it would fall below). */
@@ -332,6 +337,10 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     deletePod: (namespace, name) => store.remove(POD, namespace, name) !== undefined,
     getPod: (namespace, name) => store.get(POD, namespace, name) as Pod | undefined,
     pods: () => store.list(POD) as Pod[],
+    onPodChange: (fn) =>
+      store.subscribe((c) => {
+        if (c.def === POD && c.type !== 'DELETED') fn(c.object as Pod);
+      }),
     upsertNode: (n) => store.upsert(NODE, toKube(n)) as Node,
     getNode: (name) => store.get(NODE, undefined, name) as Node | undefined,
     setNodeAllocatable(name, allocatable) {

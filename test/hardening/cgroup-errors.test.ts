@@ -21,17 +21,34 @@ describe.skipIf(!available.ok)('cgroup write errors (real agent, fake API server
   let denied: PodFixture;
   let invalid: PodFixture;
 
-  /** Every distinct (status, message) the pod's status shows until it is Completed. */
+  /**
+   * Every distinct (status, message) the pod's status shows until it is Completed. Read from every stored
+   * version of the pod, not by polling: a Deferred retried within milliseconds can be gone before a poll
+   * sees it (a CI run polled every 20 ms and saw only Completed).
+   */
   async function statusesUntilCompleted(p: PodFixture, timeoutMs = 20_000): Promise<string[]> {
     const seen: string[] = [];
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const s = h.status(p);
+    const note = (s: Record<string, unknown> | undefined): boolean => {
       const entry = s ? `${String(s.resizeStatus)}: ${String(s.message)}` : '';
       if (entry && seen.at(-1) !== entry) seen.push(entry);
-      if (s?.resizeStatus === 'Completed') return seen;
-      if (Date.now() > deadline) throw new Error(`not Completed in ${timeoutMs} ms: ${seen.join(' | ')}`);
-      await new Promise((r) => setTimeout(r, 20));
+      return s?.resizeStatus === 'Completed';
+    };
+    let done = false;
+    const unsubscribe = h.api.onPodChange((pod) => {
+      if (done || pod.metadata?.namespace !== p.namespace || pod.metadata.name !== p.name) return;
+      const text = pod.metadata.annotations?.['resizelet.io/resource-status'];
+      done = note(text ? (JSON.parse(text) as Record<string, unknown>) : undefined);
+    });
+    try {
+      done ||= note(h.status(p));
+      const deadline = Date.now() + timeoutMs;
+      while (!done) {
+        if (Date.now() > deadline) throw new Error(`not Completed in ${timeoutMs} ms: ${seen.join(' | ')}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return seen;
+    } finally {
+      unsubscribe();
     }
   }
 
