@@ -103,6 +103,8 @@ async function serve(inputPath: string): Promise<void> {
     }
   });
   process.on('disconnect', () => void app.close().then(() => process.exit(0)));
+  // An orderly exit on the bench's SIGTERM, so --cpu-prof and the like in --node-options get written.
+  process.on('SIGTERM', () => process.exit(0));
   process.send!({ type: 'listening', port } satisfies FromServer);
 }
 
