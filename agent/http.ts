@@ -13,13 +13,9 @@ import { constants, gzip } from 'node:zlib';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { CgroupLayout } from '../cgroup/types.ts';
-import {
-  createCadvisorRenderer,
-  createNodeScanner,
-  sharedScan,
-  type NodeScan,
-  type ScannedCgroup,
-} from './cadvisor.ts';
+import { createCadvisorRenderer } from './cadvisor/render.ts';
+import { createNodeScanner, sharedScan } from './cadvisor/scanner.ts';
+import type { NodeScan, ScannedCgroup } from './cadvisor/targets.ts';
 import { createStatsReader, type CgroupStats, type SyncFs } from './cgroup-stats.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { createNodeFacts, type NodeFacts, type NodeFactsSource } from './node-facts.ts';

@@ -1,7 +1,7 @@
 // The endpoint's container_* output against the kubelet's real cAdvisor output for the same node
 // (test/fixtures/real-node-v1-cgroupfs: cgroup files, pods and /metrics/cadvisor recorded together).
 import { beforeAll, describe, expect, test } from 'vitest';
-import { CADVISOR_FAMILIES } from '../../agent/cadvisor.ts';
+import { CADVISOR_FAMILIES } from '../../agent/cadvisor/render.ts';
 import { buildHttpApp } from '../../agent/http.ts';
 import { loadV1Fixture } from '../support/cgroup-tree.ts';
 import { memSyncFs, parseExposition, plainDeps, seriesKey, type Exposition, type Sample } from './helpers.ts';

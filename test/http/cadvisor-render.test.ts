@@ -2,13 +2,8 @@
 // exactly as JavaScript (and prom-client) prints it, labels escaped, families grouped, the trailer last.
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import {
-  CADVISOR_FAMILIES,
-  createCadvisorRenderer,
-  type CadvisorLabels,
-  type NodeScan,
-  type ScannedCgroup,
-} from '../../agent/cadvisor.ts';
+import { CADVISOR_FAMILIES, createCadvisorRenderer } from '../../agent/cadvisor/render.ts';
+import type { CadvisorLabels, NodeScan, ScannedCgroup } from '../../agent/cadvisor/targets.ts';
 import type { CgroupStats } from '../../agent/cgroup-stats.ts';
 import { parseExposition } from './helpers.ts';
 

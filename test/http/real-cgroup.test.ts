@@ -2,7 +2,7 @@
 // descriptors fail with ENODEV and are dropped, and a cgroup created again at the same path is read afresh.
 import { rmdirSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createNodeScanner } from '../../agent/cadvisor.ts';
+import { createNodeScanner } from '../../agent/cadvisor/scanner.ts';
 import { createStatsReader, nodeSyncFs } from '../../agent/cgroup-stats.ts';
 import type { PodLike } from '../../agent/resize/pod.ts';
 import {

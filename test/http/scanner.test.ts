@@ -1,7 +1,8 @@
 // The walk of the node: which cgroups are found for the node's pods and how each is labelled, on every
 // driver and runtime layout; children listed again only when they may have changed.
 import { describe, expect, test } from 'vitest';
-import { createNodeScanner, type NodeScan } from '../../agent/cadvisor.ts';
+import { createNodeScanner } from '../../agent/cadvisor/scanner.ts';
+import type { NodeScan } from '../../agent/cadvisor/targets.ts';
 import { createStatsReader } from '../../agent/cgroup-stats.ts';
 import type { PodLike } from '../../agent/resize/pod.ts';
 import { buildNodeTree, CGROUP_ROOT, loadV2Fixture, type NodeTreeSpec } from '../support/cgroup-tree.ts';
