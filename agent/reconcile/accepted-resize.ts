@@ -2,12 +2,11 @@
 // API server, and a RestartContainer resize waiting for the kubelet (judged again if the node changes).
 import { admit, totalRequests, type RequestTotals } from '../resize/admission.ts';
 import { buildStatus, effectiveTotals, type Decision } from '../resize/decide.ts';
-import { allocationsFrom, decodeStatus } from '../resize/status.ts';
+import { decodeStatus } from '../resize/status.ts';
 import type { DesiredContainer } from '../resize/validate.ts';
 import type { PodLike } from '../resize/pod.ts';
 import { Annotations, EventReasons, ResizeStatuses } from '../resize/vocabulary.ts';
-import { fromAllocation, wire } from './allocation.ts';
-import type { CheckpointEntry } from './checkpoint.ts';
+import { checkpointAllocation, fromAllocation, wire } from './allocation.ts';
 import { agentView, runningIds, type PodState } from './pod-state.ts';
 import type { PodOps, ReconcilerDeps } from './ports.ts';
 
@@ -164,15 +163,13 @@ export function createAcceptedResize(opts: {
     const pending = st.pendingRestart!;
     pending.allocatable = allocatable;
     const entry = checkpoint.get(pod.metadata?.uid ?? '');
-    const asMap = (a: CheckpointEntry['allocation']) =>
-      allocationsFrom({ resizeStatus: 'Completed', allocatedResources: a, lastTransitionTime: '' });
-    const accepted = entry && asMap(entry.allocation);
+    const accepted = entry && checkpointAllocation(entry.allocation);
     if (!entry || !accepted) return true;
     const previous = entry.previous ?? wire(fromAllocation(pod, new Map()));
     const verdict = admit({
       allocatable,
       others: othersTotals(key),
-      before: effectiveTotals(pod, asMap(previous)),
+      before: effectiveTotals(pod, checkpointAllocation(previous)),
       after: totalRequests(fromAllocation(pod, accepted).map((c) => c.resources)),
     });
     if (verdict.verdict === 'fits') return true;

@@ -10,6 +10,17 @@ import type { Checkpoint, CheckpointEntry } from './checkpoint.ts';
 import type { PodState } from './pod-state.ts';
 import type { PodOps, ReconcilerDeps, ReconcilerLog } from './ports.ts';
 
+/** A checkpointed allocation (wire form) as per-container resources; undefined when it does not parse. */
+export function checkpointAllocation(
+  allocation: CheckpointEntry['allocation'],
+): Map<string, Resources> | undefined {
+  return allocationsFrom({
+    resizeStatus: 'Completed',
+    allocatedResources: allocation,
+    lastTransitionTime: '',
+  });
+}
+
 export const wire = (d: DesiredContainer[]) => d.map((c) => toWireAllocation(c.name, c.resources));
 
 export function fromAllocation(pod: PodLike, allocation: Map<string, Resources>): DesiredContainer[] {
@@ -54,12 +65,7 @@ export function createAllocationSource(opts: {
 
   function allocationOf(pod: PodLike): Map<string, Resources> | undefined {
     const entry = pod.metadata?.uid ? checkpoint.get(pod.metadata.uid) : undefined;
-    if (entry)
-      return allocationsFrom({
-        resizeStatus: 'Completed',
-        allocatedResources: entry.allocation,
-        lastTransitionTime: '',
-      });
+    if (entry) return checkpointAllocation(entry.allocation);
     // A status that answers no request only carries a recommendation (see syncRecommendation): the pod
     // holds its spec, and nothing is to be enforced or checkpointed for it.
     const text = pod.metadata?.annotations?.[Annotations.status];

@@ -6,15 +6,20 @@
 // namespace-pods.ts (a quota's view of the namespace), apply-resize.ts and accepted-resize.ts (carrying out
 // an accepted resize), ports.ts (what the reconciler is given).
 import type { PodEvent } from '../kube/api.ts';
-import { addTotals } from '../resize/admission.ts';
 import { decide, type Decision, type NamespaceView } from '../resize/decide.ts';
 import { isTerminal, podKey, type PodLike, type Resources } from '../resize/pod.ts';
-import { allocationsFrom, decodeStatus, encodeStatus, type ResourceStatus } from '../resize/status.ts';
+import { decodeStatus, encodeStatus, type ResourceStatus } from '../resize/status.ts';
 import type { DesiredContainer } from '../resize/validate.ts';
 import { Annotations, EventReasons, ResizeStatuses } from '../resize/vocabulary.ts';
 import { createAcceptedResize } from './accepted-resize.ts';
 import { ActuationFailures, type Actuation } from './actuator.ts';
-import { createAllocationSource, fromAllocation, podFromCheckpoint, wire } from './allocation.ts';
+import {
+  checkpointAllocation,
+  createAllocationSource,
+  fromAllocation,
+  podFromCheckpoint,
+  wire,
+} from './allocation.ts';
 import { createApplyResize } from './apply-resize.ts';
 import type { CheckpointEntry } from './checkpoint.ts';
 import { createNamespacePods } from './namespace-pods.ts';
@@ -23,7 +28,6 @@ import { agentView, lookKey, runningIds, sameIds, withoutStatus, type PodState }
 import type { PodOps, ReconcilerDeps } from './ports.ts';
 
 export type { NodeState, ReconcilerDeps, ReconcilerLog } from './ports.ts';
-export { addTotals, podFromCheckpoint };
 
 /** What the agent knows of one pod, for the JSON view and metrics. */
 export interface PodView {
@@ -376,11 +380,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         const st = stateFor(key, entry.uid);
         // A container about to be restarted for a resize gets the allocation when it comes back.
         if (st.pendingRestart) continue;
-        const allocation = allocationsFrom({
-          resizeStatus: 'Completed',
-          allocatedResources: entry.allocation,
-          lastTransitionTime: '',
-        });
+        const allocation = checkpointAllocation(entry.allocation);
         if (!allocation) continue;
         pods++;
         try {
@@ -397,11 +397,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     async enforceCheckpoint() {
       let n = 0;
       for (const entry of checkpoint.all()) {
-        const allocation = allocationsFrom({
-          resizeStatus: 'Completed',
-          allocatedResources: entry.allocation,
-          lastTransitionTime: '',
-        });
+        const allocation = checkpointAllocation(entry.allocation);
         if (!allocation) continue;
         const key = `${entry.namespace}/${entry.name}`;
         const st = stateFor(key, entry.uid);
