@@ -5,7 +5,7 @@ import type { DetectOptions } from './detect-types.ts';
 import { classifyChildDir, parseContainerId, PathError } from './paths.ts';
 import type { CgroupFs, CgroupLayout, ContainerRuntime } from './types.ts';
 
-/** Pod cgroup directories under the pods root, with the QoS each sits in (for runtime detection by name). */
+/** Paths of the pod cgroup directories under the pods root, in every QoS class (for runtime detection by name). */
 async function listPodDirs(fs: CgroupFs, base: string): Promise<string[]> {
   const out: string[] = [];
   const walk = async (dir: string, depth: number): Promise<void> => {
