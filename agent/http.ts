@@ -57,13 +57,11 @@ export async function buildHttpApp(deps: HttpDeps): Promise<FastifyInstance> {
   const renderer = createCadvisorRenderer();
 
   const registry = new Registry();
-  registerResizeletMetrics(
-    registry,
-    deps,
-    () => latest,
-    deps.nodeFacts ?? createNodeFacts(),
-    () => reader?.openFiles ?? 0,
-  );
+  registerResizeletMetrics(registry, deps, {
+    latest: () => latest,
+    facts: deps.nodeFacts ?? createNodeFacts(),
+    openFiles: () => reader?.openFiles ?? 0,
+  });
   if (deps.processMetrics !== false) {
     // The event-loop lag histogram samples on a timer: prom-client's default 10 ms wakes an idle agent 100
     // times a second (~2 millicores); every stall still delays the next 50 ms tick by its full length.

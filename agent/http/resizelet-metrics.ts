@@ -78,10 +78,15 @@ function resourceValues(
 export function registerResizeletMetrics(
   registry: Registry,
   deps: HttpDeps,
-  latest: () => WalkSummary | undefined,
-  facts: NodeFactsSource,
-  openFiles: () => number,
+  sources: {
+    /** The last cgroup walk's summary (undefined before the first). */
+    latest: () => WalkSummary | undefined;
+    facts: NodeFactsSource;
+    /** Cgroup file descriptors the stats reader keeps open. */
+    openFiles: () => number;
+  },
 ): void {
+  const { latest, facts, openFiles } = sources;
   const now = deps.now ?? Date.now;
   const scrape = (
     name: string,
