@@ -13,10 +13,11 @@
 //   cgroup was not read in a full walk (pod deleted, container restarted under a new ID). A read on a
 //   descriptor of a removed cgroup fails with ENODEV: dropped, and the path opened afresh once in case it
 //   was created again.
-// - reads are synchronous: cgroupfs never waits on a disk, and the caller (cadvisor/scanner.ts) bounds each batch
-//   between event-loop yields, so no scrape stalls the loop for long.
-// Only the files a series needs are read (no memsw; the list is cgroup-stat-files.ts), parsed in place in the read buffer (no string per
-// file), and flat-keyed files are searched for the few keys used rather than parsed whole.
+// - reads are synchronous: cgroupfs never waits on a disk, and the caller (cadvisor/scanner.ts) bounds each
+//   batch between event-loop yields, so no scrape stalls the loop for long.
+// Only the files a series needs are read (no memsw; the list is in cgroup-stat-files.ts), parsed in place in
+// the read buffer (no string per file), and flat-keyed files are searched for the few keys used rather than
+// parsed whole.
 //
 // Paths are built from validated segments (podCgroupPath checks the UID; child names come from the kernel's
 // readdir and are only used when classifyChildDir recognises them), and cgroupfs holds no symlinks: the
