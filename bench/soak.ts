@@ -29,7 +29,7 @@ import {
   realCgroupsAvailable,
   type RealSandbox,
 } from '../test/support/real-cgroup.ts';
-import { sandboxAgentArgs } from '../test/agent/support.ts';
+import { appPod, runningStatus, sandboxAgentArgs } from '../test/agent/support.ts';
 import { compileAsImage, deployedAgent } from './_deployed.ts';
 import { printTable, round, writeResult } from './_report.ts';
 
@@ -81,24 +81,6 @@ const rand = (n: number): number => Math.floor(Math.random() * n);
 const pick = <T>(xs: readonly T[]): T => xs[rand(xs.length)]!;
 const cpuText = (m: number): string => (m % 1000 === 0 ? `${m / 1000}` : `${m}m`);
 const memText = (b: bigint): string => `${b / Mi}Mi`;
-
-function runningStatus(id: string, restartCount = 0): Pod['status'] {
-  return {
-    phase: 'Running',
-    qosClass: 'Burstable',
-    containerStatuses: [
-      {
-        name: 'app',
-        containerID: `containerd://${id}`,
-        restartCount,
-        ready: true,
-        image: 'x',
-        imageID: 'x',
-        state: { running: { startedAt: new Date().toISOString() } },
-      } as never,
-    ],
-  };
-}
 
 /** A full request (all four values): its validity does not depend on what the pod held before. */
 function validRequest(m: Model): { text: string; alloc: Alloc } {
@@ -216,21 +198,7 @@ async function main(): Promise<void> {
       };
       models.push(m);
       api.upsertPod({
-        metadata: { name: m.name, namespace: m.namespace, uid },
-        spec: {
-          nodeName: NODE,
-          restartPolicy: 'Always',
-          containers: [
-            {
-              name: 'app',
-              image: 'x',
-              resources: {
-                requests: { cpu: '100m', memory: '64Mi' },
-                limits: { cpu: '200m', memory: '256Mi' },
-              },
-            },
-          ],
-        },
+        ...appPod({ name: m.name, namespace: m.namespace, uid, node: NODE }),
         status: runningStatus(containerId),
       });
     }

@@ -16,7 +16,8 @@ import {
   type SandboxChild,
 } from '../support/real-cgroup.ts';
 import {
-  runningContainerStatus,
+  appPod,
+  runningStatus,
   sandboxAgentArgs,
   startAgentProcess,
   statusOf,
@@ -63,14 +64,7 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
     (await sandbox.read(path)).settings.cpuQuotaUs;
 
   function runningPod(id: string): Pod {
-    return {
-      ...pod,
-      status: {
-        phase: 'Running',
-        qosClass: 'Burstable',
-        containerStatuses: [runningContainerStatus('app', id)],
-      },
-    };
+    return { ...pod, status: runningStatus(id) };
   }
 
   beforeAll(async () => {
@@ -95,23 +89,7 @@ describe.skipIf(!available.ok)('agent end to end (real process, fake API server,
       metadata: { name: NODE },
       status: { allocatable: { cpu: '2', memory: '8Gi' }, capacity: { cpu: '2', memory: '8Gi' } },
     });
-    pod = {
-      metadata: { name: 'web', namespace: NS, uid },
-      spec: {
-        nodeName: NODE,
-        restartPolicy: 'Always',
-        containers: [
-          {
-            name: 'app',
-            image: 'x',
-            resources: {
-              requests: { cpu: '100m', memory: '64Mi' },
-              limits: { cpu: '200m', memory: '256Mi' },
-            },
-          },
-        ],
-      },
-    };
+    pod = appPod({ name: 'web', namespace: NS, uid, node: NODE });
     pod = api.upsertPod(runningPod(containerId));
     await api.writeKubeconfig(join(dir, 'kubeconfig'));
     agent = startAgentProcess(agentArgs());

@@ -137,3 +137,43 @@ export function runningContainerStatus(name: string, id: string): never {
     state: { running: { startedAt: new Date().toISOString() } },
   } as never;
 }
+
+/** The status of a Running Burstable pod whose one container "app" runs as `containerId`. */
+export function runningStatus(containerId: string, restartCount = 0): Pod['status'] {
+  return {
+    phase: 'Running',
+    qosClass: 'Burstable',
+    containerStatuses: [{ ...(runningContainerStatus('app', containerId) as object), restartCount } as never],
+  };
+}
+
+/**
+ * The pod the real-process tests and benches run: one container "app", Burstable, requests 100m/64Mi and
+ * limits 200m/256Mi unless `resources` says otherwise. No status: add runningStatus() once it runs.
+ */
+export function appPod(o: {
+  name: string;
+  namespace: string;
+  uid: string;
+  node: string;
+  annotations?: Record<string, string>;
+  resources?: { requests: Record<string, string>; limits: Record<string, string> };
+}): Pod {
+  return {
+    metadata: { name: o.name, namespace: o.namespace, uid: o.uid, annotations: o.annotations },
+    spec: {
+      nodeName: o.node,
+      restartPolicy: 'Always',
+      containers: [
+        {
+          name: 'app',
+          image: 'x',
+          resources: o.resources ?? {
+            requests: { cpu: '100m', memory: '64Mi' },
+            limits: { cpu: '200m', memory: '256Mi' },
+          },
+        },
+      ],
+    },
+  };
+}

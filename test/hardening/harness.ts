@@ -7,10 +7,11 @@ import { mkdtemp, readFile, realpath, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startFakeApiServer, type FakeApiServer, type Pod } from '../fakes/apiserver.ts';
+import { startFakeApiServer, type FakeApiServer } from '../fakes/apiserver.ts';
 import { createRealSandbox, newContainerId, newPodUid, type RealSandbox } from '../support/real-cgroup.ts';
 import {
-  runningContainerStatus,
+  appPod,
+  runningStatus,
   sandboxAgentArgs,
   statusOf,
   waitFor,
@@ -199,21 +200,14 @@ export async function createHarness(opts: { nodeName?: string; allocatable?: Rec
       }
       if (!api.getNode(o.node ?? nodeName)) api.upsertNode({ metadata: { name: o.node ?? nodeName } });
       api.upsertPod({
-        metadata: { name, namespace, uid, annotations: o.annotations },
-        spec: {
-          nodeName: o.node ?? nodeName,
-          restartPolicy: 'Always',
-          containers: [
-            {
-              name: 'app',
-              image: 'x',
-              resources: o.spec ?? {
-                requests: { cpu: '100m', memory: '64Mi' },
-                limits: { cpu: '200m', memory: '256Mi' },
-              },
-            },
-          ],
-        },
+        ...appPod({
+          name,
+          namespace,
+          uid,
+          node: o.node ?? nodeName,
+          annotations: o.annotations,
+          resources: o.spec,
+        }),
         status: runningStatus(containerId),
       });
       return { name, namespace, uid, podPath, containerId, containerPath };
@@ -256,12 +250,4 @@ export async function createHarness(opts: { nodeName?: string; allocatable?: Rec
     },
   };
   return h;
-}
-
-export function runningStatus(containerId: string, restartCount = 0): Pod['status'] {
-  return {
-    phase: 'Running',
-    qosClass: 'Burstable',
-    containerStatuses: [{ ...(runningContainerStatus('app', containerId) as object), restartCount } as never],
-  };
 }
