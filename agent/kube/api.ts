@@ -3,6 +3,7 @@
 // by deploy/rbac.yaml, and nothing more.
 import * as k8s from '@kubernetes/client-node';
 import type { PodLike } from '../resize/pod.ts';
+import { makeApiClient } from './transport.ts';
 
 export interface NodeInfo {
   name: string;
@@ -72,7 +73,7 @@ export function withSharedConnections(kc: k8s.KubeConfig): k8s.KubeConfig {
 const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
 
 export function createKubePort(kc: k8s.KubeConfig, opts: { component: string; host: string }): KubePort {
-  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const core = makeApiClient(kc, k8s.CoreV1Api);
   let seq = 0;
   return {
     async patchPodAnnotations(namespace, name, annotations) {

@@ -5,6 +5,7 @@
 // and by relisting when nothing (not even a bookmark) has arrived for too long.
 import * as k8s from '@kubernetes/client-node';
 import { backoffDelay, type Clock } from '../util/backoff.ts';
+import { makeApiClient } from './transport.ts';
 
 export interface PodInformer {
   start(): Promise<void>;
@@ -29,7 +30,7 @@ export interface PodInformerOptions {
 
 export function createPodInformer(opts: PodInformerOptions): PodInformer {
   const { kc, nodeName, clock } = opts;
-  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const core = makeApiClient(kc, k8s.CoreV1Api);
   const fieldSelector = `spec.nodeName=${nodeName}`;
   const quietRelistMs = opts.quietRelistMs ?? 5 * 60_000;
   const listFn = () => core.listPodForAllNamespaces({ fieldSelector, allowWatchBookmarks: true });

@@ -18,6 +18,7 @@ import type { PodLike } from '../resize/pod.ts';
 import type { QuotaLike } from '../resize/quota.ts';
 import { Labels } from '../resize/vocabulary.ts';
 import { backoffDelay, type Clock } from '../util/backoff.ts';
+import { makeApiClient } from './transport.ts';
 
 export interface NamespaceSnapshot {
   /** False until all three informers have listed once: requests then wait as Deferred. */
@@ -122,7 +123,7 @@ function collection<T extends { metadata?: k8s.V1ObjectMeta }>(opts: {
 
 export function createNamespaceState(opts: NamespaceStateOptions): NamespaceState {
   const { kc, clock } = opts;
-  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const core = makeApiClient(kc, k8s.CoreV1Api);
   const listTimeoutMs = opts.listTimeoutMs ?? 10_000;
   const changed = (o: { metadata?: k8s.V1ObjectMeta }, ownName = false): void => {
     const ns = ownName ? o.metadata?.name : o.metadata?.namespace;

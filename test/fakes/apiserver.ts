@@ -51,6 +51,7 @@ export interface RecordedRequest {
   readonly path: string;
   readonly query: Readonly<Record<string, string>>;
   readonly contentType: string | undefined;
+  readonly userAgent: string | undefined;
   readonly watch: boolean;
   /** The verb and resource an RBAC Role must grant for this request. */
   readonly rbac: RbacAttributes;
@@ -218,6 +219,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       path: u.pathname,
       query: Object.fromEntries(u.searchParams),
       contentType,
+      userAgent: req.headers['user-agent'],
       watch,
       rbac: rbacAttributes(method, u.pathname, watch),
       status: 0,
