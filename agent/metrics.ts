@@ -17,6 +17,7 @@ export interface AgentMetrics {
   oomScoreAdjFailures: Counter<'reason'>;
   informerRestarts: Counter;
   checkpointProblems: Counter;
+  checkpointWriteSeconds: Histogram;
   systemdFallbacks: Counter<'reason'>;
   autoscaleDecisions: Counter<'resource' | 'kind' | 'direction' | 'trigger' | 'mode'>;
   autoscalePolicyInvalid: Counter;
@@ -88,6 +89,12 @@ export function createAgentMetrics(registry: Registry = new Registry()): AgentMe
     checkpointProblems: new Counter({
       name: 'resizelet_checkpoint_problems_total',
       help: 'Checkpoint files found corrupt or unreadable at start (rebuilt from status annotations and live cgroups), or failed writes.',
+      registers,
+    }),
+    checkpointWriteSeconds: new Histogram({
+      name: 'resizelet_checkpoint_write_seconds',
+      help: 'Duration of one durable checkpoint write (temp file, fsync, rename, fsync of the directory). Completed statuses wait for it, so a slow node disk shows here first.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     }),
     systemdFallbacks: new Counter({

@@ -80,7 +80,13 @@ function jsonOf(entry: CheckpointEntry): string {
   return text;
 }
 
-export function createCheckpoint(opts: { fs: CheckpointFs; path: string; node: string }): Checkpoint {
+export function createCheckpoint(opts: {
+  fs: CheckpointFs;
+  path: string;
+  node: string;
+  /** Called after each successful write with its duration: fsync stalls on the node's disk show here. */
+  onWrite?: (ms: number) => void;
+}): Checkpoint {
   const { fs, path, node } = opts;
   const entries = new Map<string, CheckpointEntry>();
   // Writes run one after another on this chain; `pending` is the next write, not yet started, which every
@@ -94,8 +100,13 @@ export function createCheckpoint(opts: { fs: CheckpointFs; path: string; node: s
     const text = `{"version":1,"node":${JSON.stringify(node)},"entries":${entriesJson},"checksum":"${sha256(entriesJson)}"}`;
     const dir = dirname(path);
     const tmp = join(dir, `.${basename(path)}.tmp`);
-    await fs.mkdir(dir, { recursive: true });
-    const handle = await fs.open(tmp, 'w');
+    // Each step is a round trip through the thread pool and back to a busy event loop: the directory is
+    // made only when it is missing (the first write, or after someone removed it), not before every write.
+    const handle = await fs.open(tmp, 'w').catch(async (err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await fs.mkdir(dir, { recursive: true });
+      return fs.open(tmp, 'w');
+    });
     try {
       await handle.writeFile(text);
       await handle.sync();
@@ -152,9 +163,11 @@ export function createCheckpoint(opts: { fs: CheckpointFs; path: string; node: s
       if (pending) return pending;
       const next = chain
         .catch(() => undefined)
-        .then(() => {
+        .then(async () => {
           pending = undefined;
-          return writeOnce();
+          const started = performance.now();
+          await writeOnce();
+          opts.onWrite?.(performance.now() - started);
         });
       pending = next;
       chain = next;

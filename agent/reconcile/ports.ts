@@ -76,4 +76,6 @@ export interface PodOps {
   countWrites(a: Actuation, drift: boolean): void;
   /** Keys whose request waits (Deferred). */
   deferred: Set<string>;
+  /** Whether `st` is still the key's state (false once the pod was forgotten). */
+  isCurrent(key: string, st: PodState): boolean;
 }

@@ -72,7 +72,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     return st;
   }
 
-  const ops: PodOps = { publish, scheduleRetry, recordCheckpoint, countWrites, deferred };
+  const isCurrent = (key: string, st: PodState): boolean => states.get(key) === st;
+  const ops: PodOps = { publish, scheduleRetry, recordCheckpoint, countWrites, deferred, isCurrent };
   const { allocationOf, adoptFromStatus } = createAllocationSource({
     checkpoint,
     log,

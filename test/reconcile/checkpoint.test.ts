@@ -120,4 +120,28 @@ describe('checkpoint', () => {
     expect(await fresh.load()).toEqual({});
     expect(fresh.all().map((e) => e.uid)).toEqual(['u1']);
   });
+
+  it('makes its directory when missing, and again after someone removed it, without a failed save', async () => {
+    let mkdirs = 0;
+    const counting: CheckpointFs = {
+      ...(fsp as unknown as CheckpointFs),
+      mkdir: async (p, o) => {
+        mkdirs++;
+        return fsp.mkdir(p, o);
+      },
+    };
+    const cp = createCheckpoint({ fs: counting, path, node: 'n1' });
+    cp.set(entry('u1'));
+    await cp.save();
+    cp.set(entry('u2'));
+    await cp.save();
+    expect(mkdirs).toBe(1); // not once per write
+    await rm(join(dir, 'sub'), { recursive: true });
+    cp.set(entry('u3'));
+    await cp.save();
+    expect(mkdirs).toBe(2);
+    const fresh = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'n1' });
+    expect(await fresh.load()).toEqual({});
+    expect(fresh.all().map((e) => e.uid)).toEqual(['u1', 'u2', 'u3']);
+  });
 });
