@@ -1,10 +1,9 @@
 // How deploy/daemonset.yaml runs the agent, for the benches that run it (scrape, soak): read from the
 // manifest itself so a bench measures the deployed V8 flags, environment and limits, not a copy that drifts.
-import { spawnSync } from 'node:child_process';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseCpuMillicores, parseMemoryBytes } from '../agent/resize/quantity.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -51,26 +50,14 @@ export function deployedAgent(): Deployed {
 }
 
 /**
- * `entry` (a path from the repository root, e.g. `bin/resizelet.ts`) and what it imports, compiled as the
- * Dockerfile compiles the agent (type checking is the typecheck's job, not the bench's), into `dir`, which
- * gets the repository's node_modules (a symlink) and a package.json saying "type": "module", as the image
- * has. Returns the compiled entry's path: benches measure the code as the image runs it, not tsx.
+ * `entry` (a path from the repository root, e.g. `bin/resizelet.ts`) built as the Dockerfile builds the
+ * agent (scripts/build.mjs: one bundle, no node_modules needed) into `dir`. Returns the built entry's path:
+ * benches measure the code as the image runs it, not tsx.
  */
-export function compileAsImage(entry: string, dir: string): string {
-  const outDir = join(dir, 'app');
-  const r = spawnSync(
-    process.execPath,
-    [
-      join(repo, 'node_modules/typescript/bin/tsc'),
-      join(repo, entry),
-      ...['--outDir', outDir, '--rootDir', repo, '--noCheck', '--skipLibCheck'],
-      ...['--rewriteRelativeImportExtensions', '--allowImportingTsExtensions', '--verbatimModuleSyntax'],
-      ...['--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2023', '--types', 'node'],
-    ],
-    { stdio: 'inherit' },
-  );
-  if (r.status !== 0) throw new Error(`tsc failed (${r.status})`);
-  writeFileSync(join(outDir, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(repo, 'node_modules'), join(outDir, 'node_modules'));
-  return join(outDir, entry.replace(/\.ts$/, '.js'));
+export async function compileAsImage(entry: string, dir: string): Promise<string> {
+  // scripts/build.mjs is plain JavaScript (the Dockerfile runs it with node): no types to import.
+  const { buildBundle } = (await import(pathToFileURL(join(repo, 'scripts/build.mjs')).href)) as {
+    buildBundle(entry: string, outdir: string): Promise<string>;
+  };
+  return buildBundle(entry, join(dir, 'app'));
 }

@@ -1,6 +1,6 @@
 // `npm run bench -- scrape`: the /metrics endpoint on a node of 250 pods x 2 containers (plus each pod's
 // sandbox), built as real cgroup v1 directories and removed afterwards. The endpoint runs in its own process
-// as the image runs the agent: this file compiled to JavaScript by tsc (as the Dockerfile does), on plain
+// as the image runs the agent: this file bundled by scripts/build.mjs (as the Dockerfile does), on plain
 // Node with the DaemonSet's NODE_OPTIONS, in a cgroup of its own beside the pods. This process only scrapes
 // it, as Prometheus does (gzip accepted):
 //   1. a burst of back-to-back scrapes: latency p50/p99 and size, with the server's event loop watched at
@@ -247,7 +247,7 @@ async function drive(): Promise<void> {
     const inputPath = join(dir, 'input.json');
     await writeFile(inputPath, JSON.stringify(input));
 
-    const entry = values.tsx ? fileURLToPath(import.meta.url) : compileAsImage('bench/scrape.ts', dir);
+    const entry = values.tsx ? fileURLToPath(import.meta.url) : await compileAsImage('bench/scrape.ts', dir);
     // The DaemonSet's environment (NODE_OPTIONS among it) as the image's node sees it; the V8 flags go
     // on the command line instead so they hold whatever NODE_OPTIONS this shell has.
     const deployed = deployedAgent();

@@ -217,7 +217,7 @@ async function main(): Promise<void> {
         `${repo}bench/_soak-probe.mjs`,
         ...(viaTsx
           ? ['--import', 'tsx', `${repo}bin/resizelet.ts`]
-          : [compileAsImage('bin/resizelet.ts', dir)]),
+          : [await compileAsImage('bin/resizelet.ts', dir)]),
         'agent',
         ...sandboxAgentArgs({
           nodeName: NODE,

@@ -17,9 +17,18 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export function startAgentProcess(args: string[], env: Record<string, string> = {}): AgentProcess {
-  const child = spawn(process.execPath, [...nodeArgs, `${repo}bin/resizelet.ts`, 'agent', ...args], {
-    cwd: repo,
+/**
+ * The agent (`resizelet agent ...args`) as a process: from the TypeScript sources through tsx, or with
+ * `entry` a built entry point (scripts/build.mjs's bundle) on plain node, run from `cwd`.
+ */
+export function startAgentProcess(
+  args: string[],
+  env: Record<string, string> = {},
+  opts: { entry?: string; cwd?: string } = {},
+): AgentProcess {
+  const command = opts.entry ? [opts.entry] : [...nodeArgs, `${repo}bin/resizelet.ts`];
+  const child = spawn(process.execPath, [...command, 'agent', ...args], {
+    cwd: opts.cwd ?? repo,
     env: { ...process.env, ...env, KUBERNETES_SERVICE_HOST: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
