@@ -13,22 +13,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../agent/config.ts';
 import { startAgent } from '../../agent/main.ts';
 import type { CheckpointFs } from '../../agent/reconcile/checkpoint.ts';
-import { startFakeApiServer, type FakeApiServer, type Pod } from '../fakes/apiserver.ts';
-import {
-  createRealSandbox,
-  newContainerId,
-  newPodUid,
-  realCgroupsAvailable,
-  type RealSandbox,
-} from '../support/real-cgroup.ts';
-import { appPod, runningStatus, sandboxAgentArgs, statusOf, waitFor, withAnnotations } from './support.ts';
+import type { FakeApiServer } from '../fakes/apiserver.ts';
+import { createRealSandbox, realCgroupsAvailable, type RealSandbox } from '../support/real-cgroup.ts';
+import { oneAppPodNode, sandboxAgentArgs, statusOf, waitFor, withAnnotations } from './support.ts';
 
 const available = realCgroupsAvailable();
 if (!available.ok) console.warn(`skipping checkpoint stall test: ${available.reason}`);
 
 const NODE = 'stall-node';
 const NS = 'disk';
-const Mi = 1024n * 1024n;
 
 /** node:fs/promises, with every fsync held while the gate is closed. */
 function gatedFs(): { fs: CheckpointFs; close(): void; open(): void; readonly held: number } {
@@ -77,7 +70,7 @@ describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, re
   let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
   let containerPath: string;
   const disk = gatedFs();
-  const uid = newPodUid();
+  let uid: string;
 
   const quota = async (): Promise<number | null> => (await sandbox.read(containerPath)).settings.cpuQuotaUs;
   const request = (text: string): void => {
@@ -87,18 +80,7 @@ describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, re
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'resizelet-stall-'));
     sandbox = await createRealSandbox();
-    const kubelet = { cpuShares: 102, cpuQuotaUs: 20_000, memoryLimitBytes: 256n * Mi };
-    const podPath = await sandbox.makePod(uid, 'Burstable', kubelet);
-    const containerId = newContainerId();
-    containerPath = await sandbox.makeContainer(podPath, containerId, kubelet);
-    api = await startFakeApiServer({ namespaces: [NS] });
-    api.upsertNode({
-      metadata: { name: NODE },
-      status: { allocatable: { cpu: '4', memory: '8Gi' }, capacity: { cpu: '4', memory: '8Gi' } },
-    });
-    const pod: Pod = appPod({ name: 'web', namespace: NS, uid, node: NODE });
-    api.upsertPod({ ...pod, status: runningStatus(containerId) });
-    await api.writeKubeconfig(join(dir, 'kubeconfig'));
+    ({ api, uid, containerPath } = await oneAppPodNode({ sandbox, dir, node: NODE, namespace: NS }));
     const config = loadConfig({
       argv: sandboxAgentArgs({
         nodeName: NODE,

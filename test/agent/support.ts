@@ -1,8 +1,10 @@
 // Helpers for tests that run the agent as a real process against the fake API server.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FakeApiServer, Pod } from '../fakes/apiserver.ts';
+import { startFakeApiServer, type FakeApiServer, type Pod } from '../fakes/apiserver.ts';
+import { newContainerId, newPodUid, type RealSandbox } from '../support/real-cgroup.ts';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 // Node with tsx's loader in-process, not the `tsx` binary: the binary is a wrapper that starts a second
@@ -185,4 +187,34 @@ export function appPod(o: {
       ],
     },
   };
+}
+
+const Mi = 1024n * 1024n;
+
+/**
+ * A node holding one running pod, `web` (appPod()'s container `app`), in real cgroups at the kubelet's values
+ * for it, on a fresh fake API server whose kubeconfig is written to `<dir>/kubeconfig`.
+ */
+export async function oneAppPodNode(o: {
+  sandbox: RealSandbox;
+  dir: string;
+  node: string;
+  namespace: string;
+  allocatable?: Record<string, string>;
+}): Promise<{ api: FakeApiServer; uid: string; podPath: string; containerPath: string }> {
+  const uid = newPodUid();
+  // The kubelet's values for requests 100m/64Mi, limits 200m/256Mi.
+  const kubelet = { cpuShares: 102, cpuQuotaUs: 20_000, memoryLimitBytes: 256n * Mi };
+  const podPath = await o.sandbox.makePod(uid, 'Burstable', kubelet);
+  const containerId = newContainerId();
+  const containerPath = await o.sandbox.makeContainer(podPath, containerId, kubelet);
+  const api = await startFakeApiServer({ namespaces: [o.namespace] });
+  const allocatable = o.allocatable ?? { cpu: '4', memory: '8Gi' };
+  api.upsertNode({ metadata: { name: o.node }, status: { allocatable, capacity: allocatable } });
+  api.upsertPod({
+    ...appPod({ name: 'web', namespace: o.namespace, uid, node: o.node }),
+    status: runningStatus(containerId),
+  });
+  await api.writeKubeconfig(join(o.dir, 'kubeconfig'));
+  return { api, uid, podPath, containerPath };
 }

@@ -10,10 +10,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeApiServer, type FakeApiServer } from '../fakes/apiserver.ts';
+import type { FakeApiServer } from '../fakes/apiserver.ts';
 import {
-  appPod,
-  runningStatus,
+  oneAppPodNode,
   sandboxAgentArgs,
   startAgentProcess,
   statusOf,
@@ -21,13 +20,7 @@ import {
   withAnnotations,
   type AgentProcess,
 } from '../agent/support.ts';
-import {
-  createRealSandbox,
-  newContainerId,
-  newPodUid,
-  realCgroupsAvailable,
-  type RealSandbox,
-} from '../support/real-cgroup.ts';
+import { createRealSandbox, realCgroupsAvailable, type RealSandbox } from '../support/real-cgroup.ts';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const run = promisify(execFile);
@@ -36,7 +29,6 @@ if (!available.ok) console.warn(`skipping the bundled agent's resize: ${availabl
 
 const NODE = 'bundle-node';
 const NS = 'shop';
-const Mi = 1024n * 1024n;
 
 describe('the image’s build (scripts/build.mjs), run without node_modules', () => {
   let dir: string;
@@ -72,21 +64,7 @@ describe('the image’s build (scripts/build.mjs), run without node_modules', ()
 
     beforeAll(async () => {
       sandbox = await createRealSandbox();
-      const uid = newPodUid();
-      const kubelet = { cpuShares: 102, cpuQuotaUs: 20_000, memoryLimitBytes: 256n * Mi };
-      const podPath = await sandbox.makePod(uid, 'Burstable', kubelet);
-      const containerId = newContainerId();
-      containerPath = await sandbox.makeContainer(podPath, containerId, kubelet);
-      api = await startFakeApiServer({ namespaces: [NS] });
-      api.upsertNode({
-        metadata: { name: NODE },
-        status: { allocatable: { cpu: '2', memory: '8Gi' }, capacity: { cpu: '2', memory: '8Gi' } },
-      });
-      api.upsertPod({
-        ...appPod({ name: 'web', namespace: NS, uid, node: NODE }),
-        status: runningStatus(containerId),
-      });
-      await api.writeKubeconfig(join(dir, 'kubeconfig'));
+      ({ api, containerPath } = await oneAppPodNode({ sandbox, dir, node: NODE, namespace: NS }));
       agent = startAgentProcess(
         sandboxAgentArgs({ nodeName: NODE, dir, podsRoot: sandbox.layout.podsRoot }),
         {},
