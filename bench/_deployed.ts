@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseCpuMillicores, parseMemoryBytes } from '../agent/resize/quantity.ts';
+import type * as BuildScript from '../scripts/build.mjs';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 
@@ -55,9 +56,10 @@ export function deployedAgent(): Deployed {
  * benches measure the code as the image runs it, not tsx.
  */
 export async function compileAsImage(entry: string, dir: string): Promise<string> {
-  // scripts/build.mjs is plain JavaScript (the Dockerfile runs it with node): no types to import.
-  const { buildBundle } = (await import(pathToFileURL(join(repo, 'scripts/build.mjs')).href)) as {
-    buildBundle(entry: string, outdir: string): Promise<string>;
-  };
+  // Imported at run time from a computed URL, not statically: the scrape bench bundles this module into its
+  // server, and a static import would bundle esbuild (and the build script's command-line entry) with it.
+  const { buildBundle } = (await import(
+    pathToFileURL(join(repo, 'scripts/build.mjs')).href
+  )) as typeof BuildScript;
   return buildBundle(entry, join(dir, 'app'));
 }

@@ -109,7 +109,6 @@ export function createApplyResize(opts: { deps: ReconcilerDeps; ops: PodOps; acc
       metrics.checkpointProblems.inc();
       log.error({ pod: key, err }, 'checkpoint write failed');
     });
-    const durable = applyingSaved;
 
     const memoryRequestChanged = d.desired.some(
       (c, i) => c.resources.requests.memory !== previous[i]?.resources.requests.memory,
@@ -152,7 +151,7 @@ export function createApplyResize(opts: { deps: ReconcilerDeps; ops: PodOps; acc
         return `${c.name}: requests ${JSON.stringify(w.requests)} limits ${JSON.stringify(w.limits)}`;
       })
       .join('; ');
-    void durable.then(
+    void applyingSaved.then(
       () => {
         if (!isCurrent(key, st)) return; // the pod is gone: nothing to answer
         metrics.resizeRequests.inc({ status: ResizeStatuses.Completed, source: source ?? 'user' });

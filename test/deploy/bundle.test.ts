@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeApiServer } from '../fakes/apiserver.ts';
@@ -21,6 +21,7 @@ import {
   type AgentProcess,
 } from '../agent/support.ts';
 import { createRealSandbox, realCgroupsAvailable, type RealSandbox } from '../support/real-cgroup.ts';
+import { buildBundle } from '../../scripts/build.mjs';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const run = promisify(execFile);
@@ -37,9 +38,6 @@ describe('the image’s build (scripts/build.mjs), run without node_modules', ()
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'resizelet-bundle-'));
     app = join(dir, 'app');
-    const { buildBundle } = (await import(pathToFileURL(join(repo, 'scripts/build.mjs')).href)) as {
-      buildBundle(entry: string, outdir: string): Promise<string>;
-    };
     await buildBundle('bin/resizelet.ts', join(app, 'dist', 'bin'));
     await mkdir(join(app, 'bin'));
     await copyFile(join(repo, 'bin/resizelet.mjs'), join(app, 'bin/resizelet.mjs'));
