@@ -1,6 +1,7 @@
 // Reads flags and environment once into a frozen, typed Config. Nothing else in the agent reads
 // process.env or argv. Every cgroup detection can be overridden here.
 import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
 import {
   CgroupDrivers,
   ContainerRuntimes,
@@ -23,6 +24,8 @@ export interface Config {
   runtime: ContainerRuntime | undefined;
   weightFormula: WeightFormula | undefined;
   checkpointPath: string;
+  /** The checkpoint's run copy on a memory-backed filesystem (/run): Completed waits for it, not the disk. */
+  runCheckpointPath: string | undefined;
   listenHost: string;
   listenPort: number;
   reconcileIntervalMs: number;
@@ -99,6 +102,7 @@ const options = {
   runtime: { type: 'string' },
   'weight-formula': { type: 'string' },
   checkpoint: { type: 'string' },
+  'run-checkpoint': { type: 'string' },
   listen: { type: 'string' },
   'reconcile-interval': { type: 'string' },
   'deferred-retry': { type: 'string' },
@@ -122,6 +126,8 @@ export const USAGE = `usage: resizelet agent [flags]   (each flag also reads the
   --runtime R               containerd|crio|docker [RESIZELET_RUNTIME]; default detected
   --weight-formula F        linear|quadratic (cgroup v2 cpu.weight) [RESIZELET_WEIGHT_FORMULA]; default detected
   --checkpoint PATH         [RESIZELET_CHECKPOINT] default /var/lib/resizelet/checkpoint.json
+  --run-checkpoint PATH     a copy on memory-backed /run [RESIZELET_RUN_CHECKPOINT]: Completed statuses wait
+                            for it, not the disk's fsync; e.g. /run/resizelet/checkpoint.json; default none
   --listen HOST:PORT        metrics/health endpoint [RESIZELET_LISTEN] default 0.0.0.0:9977
   --reconcile-interval DUR  drift check period [RESIZELET_RECONCILE_INTERVAL] default 10s
   --deferred-retry DUR      retry period for Deferred requests [RESIZELET_DEFERRED_RETRY] default 5s
@@ -186,6 +192,11 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
   if (!kubeconfig && !inCluster) {
     throw new ConfigError('no cluster configuration found, see deploy/ or run the demo (npm run demo)');
   }
+  const checkpointPath = get('checkpoint', 'RESIZELET_CHECKPOINT') ?? '/var/lib/resizelet/checkpoint.json';
+  const runCheckpointPath = get('run-checkpoint', 'RESIZELET_RUN_CHECKPOINT') || undefined;
+  if (runCheckpointPath !== undefined && resolve(runCheckpointPath) === resolve(checkpointPath)) {
+    throw new ConfigError('--run-checkpoint must not be the --checkpoint file: it is a second copy');
+  }
   const listen = get('listen', 'RESIZELET_LISTEN') ?? '0.0.0.0:9977';
   const lm = /^(.*):(\d+)$/.exec(listen);
   if (!lm) throw new ConfigError(`--listen: ${JSON.stringify(listen)} is not HOST:PORT`);
@@ -228,7 +239,8 @@ export function loadConfig({ argv, env, homeKubeconfig }: ConfigSources): Config
       WeightFormulas,
       '--weight-formula',
     ),
-    checkpointPath: get('checkpoint', 'RESIZELET_CHECKPOINT') ?? '/var/lib/resizelet/checkpoint.json',
+    checkpointPath,
+    runCheckpointPath,
     listenHost: lm[1] ?? '0.0.0.0',
     listenPort: Number(lm[2]),
     reconcileIntervalMs: parseDuration(

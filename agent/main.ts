@@ -19,7 +19,7 @@ import { nodeSyncFs } from './cgroup-stats.ts';
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
 import { parseCpuMillicores, parseMemoryBytes } from './resize/quantity.ts';
 import { createActuator } from './reconcile/actuator.ts';
-import { createCheckpoint, type CheckpointFs } from './reconcile/checkpoint.ts';
+import { createCheckpoint, type CheckpointFs, type CopyName } from './reconcile/checkpoint.ts';
 import { createStatusPublisher } from './reconcile/publisher.ts';
 import { createAllocationVerifier } from './reconcile/verify.ts';
 import { createKeyedQueue } from './reconcile/queue.ts';
@@ -113,7 +113,7 @@ function nodeStateFrom(info: {
 export interface AgentHooks {
   onResizeTiming?: ReconcilerDeps['onResizeTiming'];
   /** Each durable checkpoint write's duration (benchmarks report the node disk's fsync stalls). */
-  onCheckpointWrite?: (ms: number) => void;
+  onCheckpointWrite?: (ms: number, copy: CopyName) => void;
   /** The filesystem calls the checkpoint makes; tests stall or fail them. Default: node:fs/promises. */
   checkpointFs?: CheckpointFs;
 }
@@ -141,18 +141,29 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
   const checkpoint = createCheckpoint({
     fs: hooks.checkpointFs ?? (fsp as unknown as CheckpointFs),
     path: config.checkpointPath,
+    runPath: config.runCheckpointPath,
     node: config.nodeName,
-    onWrite: (ms) => {
-      metrics.checkpointWriteSeconds.observe(ms / 1000);
-      hooks.onCheckpointWrite?.(ms);
+    onWrite: (ms, copy) => {
+      metrics.checkpointWriteSeconds.observe({ copy }, ms / 1000);
+      hooks.onCheckpointWrite?.(ms, copy);
+    },
+    onError: (err, copy) => {
+      metrics.checkpointProblems.inc();
+      log.error({ err, copy }, `checkpoint write failed (${copy} copy)`);
     },
   });
   const loaded = await checkpoint.load();
   if (loaded.problem) {
     metrics.checkpointProblems.inc();
     log.error(
-      { problem: loaded.problem, path: config.checkpointPath },
+      { problem: loaded.problem, path: config.checkpointPath, runPath: config.runCheckpointPath },
       "CHECKPOINT CORRUPT: starting empty; allocations will be rebuilt from the pods' status annotations and live cgroups",
+    );
+  } else if (loaded.loadedFrom) {
+    // A copy passed over is worth a warning when it was unreadable, not when it was merely older.
+    log.info(
+      { from: loaded.loadedFrom, skipped: loaded.skipped, entries: checkpoint.all().length },
+      'checkpoint loaded',
     );
   }
 
@@ -338,14 +349,16 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
       await informer.stop();
       await namespaceState.stop();
       queue.stop();
-      // A Completed status is queued once its checkpoint write is durable: let that write finish first,
-      // then give in-flight status patches a moment.
+      // A Completed status is queued once the checkpoint holds it: let that write finish first, then give
+      // in-flight status patches a moment.
       await checkpoint.save().catch(() => undefined);
       await Promise.race([publisher.idle(), clock.sleep(3_000)]);
       publisher.stop();
       reconciler.stop();
       await systemdPort?.close();
+      // A clean stop leaves the disk copy current, so a reboot right after loses nothing.
       await checkpoint.save().catch(() => undefined);
+      await checkpoint.flush().catch(() => undefined);
     },
   };
 }

@@ -93,7 +93,8 @@ export function createAgentMetrics(registry: Registry = new Registry()): AgentMe
     }),
     checkpointWriteSeconds: new Histogram({
       name: 'resizelet_checkpoint_write_seconds',
-      help: 'Duration of one durable checkpoint write (temp file, fsync, rename, fsync of the directory). Completed statuses wait for it, so a slow node disk shows here first.',
+      help: 'Duration of one checkpoint write (temp file, fsync, rename, fsync of the directory), by copy: run (memory-backed /run) or disk. Completed statuses wait for the run copy, or for the disk when there is none; a slow node disk shows in the disk copy first.',
+      labelNames: ['copy'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     }),

@@ -82,24 +82,29 @@ export function createAllocationSource(opts: {
   }
 
   /**
-   * An allocation the checkpoint does not know, claimed by the status annotation (the checkpoint was lost or
-   * corrupt): adopted only when the live cgroups hold it, i.e. this node's agent applied it. Without the
-   * check, writing a `Completed` status by hand would be a way around every rule (node admission, quota,
-   * LimitRange). Loud either way: both only happen after a lost checkpoint or a forged annotation.
+   * An allocation the checkpoint does not know, claimed by the status annotation: adopted only when the live
+   * cgroups hold it, i.e. this node's agent applied it. Two ways there: the checkpoint was lost or corrupt
+   * (no entry), or it lags the status (an entry answering an older request, with another allocation: a
+   * reboot cut off the disk copy's last writes; see checkpoint.ts). Without the check, writing a `Completed`
+   * status by hand would be a way around every rule (node admission, quota, LimitRange). Loud either way.
    */
   async function adoptFromStatus(key: string, pod: PodLike, st: PodState): Promise<void> {
     const uid = pod.metadata?.uid ?? '';
-    if (!uid || checkpoint.get(uid) || st.published !== undefined) return;
+    if (!uid || st.published !== undefined) return;
     const text = pod.metadata?.annotations?.[Annotations.status];
     if (text === undefined || text === st.untrusted) return;
     const status = decodeStatus(text);
     const claimed = status?.observedRequest === undefined ? undefined : allocationsFrom(status);
     if (!claimed) return;
+    const entry = checkpoint.get(uid);
+    if (entry && entry.observedRequest === status?.observedRequest) return; // the checkpoint knows it
     let desired: DesiredContainer[];
     try {
       desired = fromAllocation(pod, claimed);
-      const spec = fromAllocation(pod, new Map());
-      if (desired.every((c, i) => sameResources(c.resources, spec[i]!.resources))) return;
+      const known = entry ? checkpointAllocation(entry.allocation) : new Map<string, Resources>();
+      if (!known) return; // an entry the agent cannot read: enforced as it is, not replaced
+      const holds = fromAllocation(pod, known);
+      if (desired.every((c, i) => sameResources(c.resources, holds[i]!.resources))) return;
     } catch {
       return; // a spec the agent cannot read: nothing to adopt against
     }
@@ -108,8 +113,15 @@ export function createAllocationSource(opts: {
     if (verdict === 'differs') {
       st.untrusted = text;
       log.warn(
-        { pod: key },
-        'the status annotation claims an allocation that neither the checkpoint nor the live cgroups hold; not adopted, its request is judged again',
+        {
+          pod: key,
+          ...(entry
+            ? { checkpointAnswers: entry.observedRequest, statusAnswers: status?.observedRequest }
+            : {}),
+        },
+        entry
+          ? 'the status annotation is ahead of the checkpoint and the live cgroups do not hold it; not adopted, its request is judged again'
+          : 'the status annotation claims an allocation that neither the checkpoint nor the live cgroups hold; not adopted, its request is judged again',
       );
       return;
     }

@@ -47,10 +47,10 @@ export function createApplyResize(opts: { deps: ReconcilerDeps; ops: PodOps; acc
       await restartForResize(key, pod, st, d, previous, restartNames);
       return;
     }
-    // The cgroup writes do not wait for the checkpoint to be durable; the Completed status does (below).
-    // That order keeps the one promise a restart relies on: whatever a status annotation says is Completed,
-    // the checkpoint holds too. A crash before the save is durable leaves the old allocation checkpointed,
-    // a restarted agent re-applies it whole (never a mix), and the still-open request is judged again.
+    // The cgroup writes do not wait for the checkpoint; the Completed status does (below). That order keeps
+    // the one promise an agent restart relies on: whatever a status annotation says is Completed, the
+    // checkpoint holds too. A crash before the save leaves the old allocation checkpointed, a restarted
+    // agent re-applies it whole (never a mix), and the still-open request is judged again.
     recordCheckpoint(pod, d.desired, {
       observedRequest: d.hash,
       phase: 'applying',
@@ -98,12 +98,13 @@ export function createApplyResize(opts: { deps: ReconcilerDeps; ops: PodOps; acc
     st.reservedUsage = undefined;
     st.containerIds = result.containerIds;
     deferred.delete(key);
-    // Completed waits for the checkpoint to hold the new allocation durably, and the `applying` write
-    // started before the cgroup writes already does (a restart re-applies an `applying` allocation whole),
-    // so Completed waits only for what is left of that write. Marking it `applied` is bookkeeping nobody
-    // waits for. Nor does the pod's worker wait: a node disk can stall one fsync for hundreds of
-    // milliseconds (measured here: about 290 ms every 15 s or so, once 1.9 s), and the pod's next request
-    // must not queue behind it. Saves complete in order, so this pod's statuses are published in order.
+    // Completed waits for the checkpoint to hold the new allocation, and the `applying` write started
+    // before the cgroup writes already does (a restart re-applies an `applying` allocation whole), so
+    // Completed waits only for what is left of that write: the run copy's, or the disk's fsync when there
+    // is no run copy (see checkpoint.ts). Marking it `applied` is bookkeeping nobody waits for. Nor does the
+    // pod's worker wait: a node disk can stall one fsync for hundreds of milliseconds (measured here: about
+    // 290 ms every 15 s or so, once 1.9 s), and the pod's next request must not queue behind it. Saves
+    // complete in order, so this pod's statuses are published in order.
     recordCheckpoint(pod, d.desired, { observedRequest: d.hash, phase: 'applied' });
     void checkpoint.save().catch((err: unknown) => {
       metrics.checkpointProblems.inc();
@@ -175,7 +176,10 @@ export function createApplyResize(opts: { deps: ReconcilerDeps; ops: PodOps; acc
         if (!isCurrent(key, st)) return;
         // The cgroups hold the allocation, but a restarted agent could not know it: not Completed yet.
         metrics.checkpointProblems.inc();
-        log.error({ pod: key, err }, 'checkpoint write failed; the resize is applied but not yet durable');
+        log.error(
+          { pod: key, err },
+          'checkpoint write failed; the resize is applied but not yet checkpointed',
+        );
         scheduleRetry(key, st);
       },
     );

@@ -3,7 +3,8 @@
 // API server (fake, over HTTP) and cgroups (real v1 directories) as everywhere else.
 // What must hold while the fsync is stuck: the cgroups are written anyway, a second request for the same
 // pod is written too (the pod's worker does not wait for the disk), and no Completed status is published
-// until the checkpoint holding it is durable.
+// until the checkpoint holding it is durable. With a run copy (on /run in the DaemonSet), Completed waits
+// for that copy instead, and a restarted agent loads it.
 import * as fsp from 'node:fs/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../agent/config.ts';
 import { startAgent } from '../../agent/main.ts';
-import type { CheckpointFs } from '../../agent/reconcile/checkpoint.ts';
+import { createCheckpoint, type CheckpointFs } from '../../agent/reconcile/checkpoint.ts';
 import type { FakeApiServer } from '../fakes/apiserver.ts';
 import { createRealSandbox, realCgroupsAvailable, type RealSandbox } from '../support/real-cgroup.ts';
 import { oneAppPodNode, sandboxAgentArgs, statusOf, waitFor, withAnnotations } from './support.ts';
@@ -23,8 +24,13 @@ if (!available.ok) console.warn(`skipping checkpoint stall test: ${available.rea
 const NODE = 'stall-node';
 const NS = 'disk';
 
-/** node:fs/promises, with every fsync held while the gate is closed. */
-function gatedFs(): { fs: CheckpointFs; close(): void; open(): void; readonly held: number } {
+/** node:fs/promises, with the fsyncs `holds` picks held while the gate is closed. */
+function gatedFs(holds: (path: string) => boolean): {
+  fs: CheckpointFs;
+  close(): void;
+  open(): void;
+  readonly held: number;
+} {
   let gate: Promise<void> | undefined;
   let release: (() => void) | undefined;
   let held = 0;
@@ -38,7 +44,7 @@ function gatedFs(): { fs: CheckpointFs; close(): void; open(): void; readonly he
       return {
         writeFile: (data) => handle.writeFile(data),
         async sync() {
-          if (gate) {
+          if (gate && holds(p)) {
             held++;
             await gate;
           }
@@ -69,7 +75,8 @@ describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, re
   let dir: string;
   let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
   let containerPath: string;
-  const disk = gatedFs();
+  // The disk copy's fsyncs: its temp file and its directory, `dir` itself. The run copy is under dir/run.
+  const disk = gatedFs((p) => p === dir || p === join(dir, '.checkpoint.json.tmp'));
   let uid: string;
 
   const quota = async (): Promise<number | null> => (await sandbox.read(containerPath)).settings.cpuQuotaUs;
@@ -91,9 +98,25 @@ describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, re
       env: {},
       homeKubeconfig: undefined,
     }) as Config;
+    await start(config);
+  }, 60_000);
+
+  async function start(config: Config): Promise<void> {
     agent = await startAgent(config, pino({ level: 'silent' }), { checkpointFs: disk.fs });
     await waitFor('the informer synced', () => (agent!.informer.synced ? true : undefined));
-  }, 60_000);
+  }
+
+  const completedCpuLimit = (): string | undefined => {
+    const s = statusOf(api, NS, 'web') as
+      { resizeStatus?: string; allocatedResources?: Array<{ limits?: { cpu?: string } }> } | undefined;
+    return s?.resizeStatus === 'Completed' ? s.allocatedResources?.[0]?.limits?.cpu : undefined;
+  };
+  const checkpointCpuLimit = async (path: string): Promise<string | undefined> => {
+    const file = JSON.parse(await fsp.readFile(path, 'utf8')) as {
+      entries: Array<{ uid: string; allocation: Array<{ limits: { cpu: string } }> }>;
+    };
+    return file.entries.find((e) => e.uid === uid)?.allocation[0]?.limits.cpu;
+  };
 
   afterAll(async () => {
     disk.open();
@@ -132,5 +155,50 @@ describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, re
       entries: Array<{ uid: string; allocation: Array<{ limits: { cpu: string } }> }>;
     };
     expect(onDisk.entries.find((e) => e.uid === uid)?.allocation[0]?.limits.cpu).toBe('700m');
+  }, 30_000);
+
+  it('with a run copy, says Completed while the disk fsync hangs, and a restarted agent would load it', async () => {
+    await agent?.stop();
+    const runPath = join(dir, 'run', 'checkpoint.json');
+    const argv = sandboxAgentArgs({
+      nodeName: NODE,
+      dir,
+      podsRoot: sandbox.layout.podsRoot,
+      reconcileInterval: '1h',
+    });
+    await start(
+      loadConfig({
+        argv: [...argv, `--run-checkpoint=${runPath}`],
+        env: {},
+        homeKubeconfig: undefined,
+      }) as Config,
+    );
+
+    disk.close();
+    const heldBefore = disk.held;
+    request('{"app":{"limits":{"cpu":"900m"}}}');
+    await waitFor(
+      'Completed for 900m with the disk stuck',
+      () => completedCpuLimit() === '900m' || undefined,
+    );
+    expect(disk.held).toBeGreaterThan(heldBefore);
+    expect(await quota()).toBe(90_000);
+    // The disk copy still holds the previous allocation; the run copy, which an agent restart loads, the new.
+    expect(await checkpointCpuLimit(join(dir, 'checkpoint.json'))).toBe('700m');
+    expect(await checkpointCpuLimit(runPath)).toBe('900m');
+    const restarted = createCheckpoint({
+      fs: fsp as unknown as CheckpointFs,
+      path: join(dir, 'checkpoint.json'),
+      runPath,
+      node: NODE,
+    });
+    expect((await restarted.load()).loadedFrom).toBe('run');
+    expect(restarted.get(uid)?.allocation[0]?.limits.cpu).toBe('900m');
+
+    disk.open();
+    await waitFor(
+      'the disk copy caught up',
+      async () => (await checkpointCpuLimit(join(dir, 'checkpoint.json'))) === '900m' || undefined,
+    );
   }, 30_000);
 });

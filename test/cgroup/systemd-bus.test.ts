@@ -461,6 +461,7 @@ function memoryCheckpoint(): Checkpoint {
     set: (e) => void entries.set(e.uid, e),
     delete: (uid) => void entries.delete(uid),
     save: async () => undefined,
+    flush: async () => undefined,
   };
 }
 

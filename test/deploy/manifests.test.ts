@@ -350,6 +350,11 @@ describe('the DaemonSet runs the agent as the issue asks', () => {
     // The checkpoint lives on a hostPath, so it survives the container.
     const { volume } = mountOf(dirname(config.checkpointPath));
     expect(volume?.hostPath?.path).toBe('/var/lib/resizelet');
+    // Its run copy on the host's /run (memory-backed), also a hostPath: it must outlive the container.
+    expect(config.runCheckpointPath).toBeDefined();
+    const run = mountOf(dirname(config.runCheckpointPath!));
+    expect(run.mount?.readOnly ?? false).toBe(false);
+    expect(run.volume?.hostPath?.path).toMatch(/^\/run\//);
   });
 
   it("mounts the host's cgroup tree read-write at the same path", () => {

@@ -21,6 +21,16 @@ describe('hardening configuration', () => {
     expect(load(['--node-refresh', '2s']).nodeRefreshIntervalMs).toBe(2_000);
   });
 
+  it('reads --run-checkpoint (or RESIZELET_RUN_CHECKPOINT); unset or empty means none; never the disk copy', () => {
+    expect(load([]).runCheckpointPath).toBeUndefined();
+    expect(load(['--run-checkpoint', '']).runCheckpointPath).toBeUndefined();
+    expect(load(['--run-checkpoint', '/run/r/cp.json']).runCheckpointPath).toBe('/run/r/cp.json');
+    expect(load([], { RESIZELET_RUN_CHECKPOINT: '/run/x.json' }).runCheckpointPath).toBe('/run/x.json');
+    expect(() => load(['--checkpoint', '/var/a.json', '--run-checkpoint', '/var/./a.json'])).toThrow(
+      /must not be the --checkpoint file/,
+    );
+  });
+
   it('takes the test hooks from the environment only, and is off without them', () => {
     expect(load([]).testHooks).toBeUndefined();
     expect(() => load(['--test-pause-after-writes', '1'])).toThrow(ConfigError);

@@ -1,7 +1,9 @@
 // Crashes with the agent as a real process: SIGKILL between two cgroup writes of one plan (held there by the
 // test-only RESIZELET_TEST_PAUSE_AFTER_WRITES hook), and a truncated or corrupt checkpoint. After a restart a
-// container holds the old or the new allocation whole, never a mix, and its status says which.
-import { readFile, writeFile } from 'node:fs/promises';
+// container holds the old or the new allocation whole, never a mix, and its status says which. Last, the
+// checkpoint's run copy (as deployed): an agent restart loads it though the disk copy lags, and a node reboot
+// (no run copy, a lagging disk copy, containers started again from their specs) converges.
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { realCgroupsAvailable } from '../support/real-cgroup.ts';
@@ -215,6 +217,54 @@ describe.skipIf(!available.ok)('crashes (real agent, fake API server, real cgrou
     await waitFor('all three enforced again', async () => {
       const ok = same(await values(w), C) && same(await values(v), B) && same(await values(u), A);
       return ok ? true : undefined;
+    });
+  }, 60_000);
+
+  it('with a run copy: a killed agent enforces what its Completed statuses say though the disk copy lags; after a reboot the requests are judged and applied again', async () => {
+    const runDir = join(h.dir, 'run');
+    const withRunCopy = [`--run-checkpoint=${join(runDir, 'checkpoint.json')}`];
+    await h.agent?.kill('SIGKILL');
+    const x = await h.addPod(NS, 'x');
+    let agent = await h.start(withRunCopy);
+    h.request(x, REQ_A);
+    await h.settled(x, 'Completed');
+    // The disk copy as it stood with x at A: what a disk that had not caught up would hold.
+    const lagging = await waitFor('x at A on disk', async () => {
+      const text = await readFile(checkpointPath(), 'utf8');
+      return text.includes(x.uid) ? text : undefined;
+    });
+    h.request(x, REQ_B);
+    const b = await h.settled(x, 'Completed');
+    expect(b.allocatedResources).toEqual([
+      expect.objectContaining({ limits: { cpu: '1500m', memory: '768Mi' } }),
+    ]);
+    await agent.kill('SIGKILL');
+    await writeFile(checkpointPath(), lagging);
+
+    // An agent restart, the API unreachable: the run copy (x at B) is loaded and enforced, not the disk's A.
+    h.api.setUnreachable(true);
+    agent = await h.start(withRunCopy);
+    await agent.waitForLog(/checkpoint enforced/);
+    expect(agent.logs.find((l) => l.includes('checkpoint loaded'))).toMatch(/"from":"run"/);
+    expect(await values(x)).toEqual(B);
+    h.api.setUnreachable(false);
+
+    // A reboot: /run is empty, the disk copy lags (x at A), x's container starts again from its spec.
+    await agent.kill('SIGKILL');
+    await rm(runDir, { recursive: true, force: true });
+    await writeFile(checkpointPath(), lagging);
+    await h.restartContainer(x);
+    agent = await h.start(withRunCopy);
+    // The status (B) is ahead of the checkpoint (A) and the new container proves neither: B is judged again.
+    await waitFor('x at B again', async () => (same(await values(x), B) ? true : undefined), 20_000);
+    expect(h.status(x)?.resizeStatus).toBe('Completed');
+    expect(h.status(x)?.allocatedResources).toEqual([
+      expect.objectContaining({ limits: { cpu: '1500m', memory: '768Mi' } }),
+    ]);
+    expect(agent.logs.some((l) => l.includes('the status annotation is ahead of the checkpoint'))).toBe(true);
+    await waitFor('x at B in the run copy again', async () => {
+      const text = await readFile(join(runDir, 'checkpoint.json'), 'utf8').catch(() => '');
+      return text.includes('"cpu":"1500m"') && text.includes(x.uid) ? true : undefined;
     });
   }, 60_000);
 });

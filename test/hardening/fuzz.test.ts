@@ -200,6 +200,7 @@ const checkpoint: Checkpoint = {
   set: (e) => void entries.set(e.uid, e),
   delete: (uid) => void entries.delete(uid),
   save: async () => undefined,
+  flush: async () => undefined,
 };
 /**
  * Stands in for the cgroups with their one rule that matters here: only a value that differs is written.

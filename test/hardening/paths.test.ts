@@ -196,6 +196,7 @@ describe('path safety on a temporary directory laid out like cgroup v1 mounts', 
       set: (e) => void entries.set(e.uid, e),
       delete: (uid) => void entries.delete(uid),
       save: async () => undefined,
+      flush: async () => undefined,
     };
     const reconciler = createReconciler({
       nodeName: 'node-a',

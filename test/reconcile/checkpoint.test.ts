@@ -2,12 +2,47 @@ import * as fsp from 'node:fs/promises';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   createCheckpoint,
   type CheckpointEntry,
   type CheckpointFs,
 } from '../../agent/reconcile/checkpoint.ts';
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+const realFs = fsp as unknown as CheckpointFs;
+
+/** node:fs/promises with the fsync of files under `held` waiting while the gate is closed. */
+function fsyncGate(held: string): { fs: CheckpointFs; open(): void; readonly waiting: number } {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  let waiting = 0;
+  const fs: CheckpointFs = {
+    ...realFs,
+    async open(p, flags) {
+      const handle = await fsp.open(p, flags);
+      return {
+        writeFile: (data) => handle.writeFile(data),
+        async sync() {
+          if (p.startsWith(held)) {
+            waiting++;
+            await gate;
+          }
+          await handle.sync();
+        },
+        close: () => handle.close(),
+      };
+    },
+  };
+  return {
+    fs,
+    open: () => release(),
+    get waiting() {
+      return waiting;
+    },
+  };
+}
 
 const entry = (uid: string, cpu = '1'): CheckpointEntry => ({
   uid,
@@ -36,7 +71,7 @@ describe('checkpoint', () => {
     a.set(entry('u2', '2'));
     await a.save();
     const b = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'n1' });
-    expect(await b.load()).toEqual({});
+    expect(await b.load()).toEqual({ loadedFrom: 'disk' });
     expect(b.all().map((e) => e.uid)).toEqual(['u1', 'u2']);
     expect(b.get('u2')?.allocation[0]?.limits.cpu).toBe('2');
     // No temp file is left behind.
@@ -53,11 +88,26 @@ describe('checkpoint', () => {
     a.set(entry('u3', '250m'));
     await a.save();
     const entries = [entry('u1', '3'), entry('u3', '250m')];
-    const { createHash } = await import('node:crypto');
-    const checksum = createHash('sha256').update(JSON.stringify(entries)).digest('hex');
+    // Five changes: two sets, then a set, a delete and a set.
+    const checksum = sha256(`5\n${JSON.stringify(entries)}`);
     expect(await readFile(path, 'utf8')).toBe(
-      JSON.stringify({ version: 1, node: 'node "1"', entries, checksum }),
+      JSON.stringify({ version: 2, node: 'node "1"', generation: 5, entries, checksum }),
     );
+  });
+
+  it('loads a version 1 file (no generation), as generation 0', async () => {
+    const entries = [entry('u1')];
+    await fsp.mkdir(join(dir, 'sub'));
+    await writeFile(
+      path,
+      JSON.stringify({ version: 1, node: 'n1', entries, checksum: sha256(JSON.stringify(entries)) }),
+    );
+    const cp = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'n1' });
+    expect(await cp.load()).toEqual({ loadedFrom: 'disk' });
+    expect(cp.all()).toEqual(entries);
+    cp.set(entry('u2'));
+    await cp.save();
+    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ version: 2, generation: 1 });
   });
 
   it("detects a truncated file and a hand edit, and refuses another node's file", async () => {
@@ -117,7 +167,7 @@ describe('checkpoint', () => {
     broken.set(entry('u2'));
     await expect(broken.save()).rejects.toThrow(/EIO/);
     const fresh = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'n1' });
-    expect(await fresh.load()).toEqual({});
+    expect(await fresh.load()).toEqual({ loadedFrom: 'disk' });
     expect(fresh.all().map((e) => e.uid)).toEqual(['u1']);
   });
 
@@ -141,7 +191,160 @@ describe('checkpoint', () => {
     await cp.save();
     expect(mkdirs).toBe(2);
     const fresh = createCheckpoint({ fs: fsp as unknown as CheckpointFs, path, node: 'n1' });
-    expect(await fresh.load()).toEqual({});
+    expect(await fresh.load()).toEqual({ loadedFrom: 'disk' });
     expect(fresh.all().map((e) => e.uid)).toEqual(['u1', 'u2', 'u3']);
+  });
+});
+
+// The run copy: what an agent restart loads, written without waiting for the node's disk.
+describe('checkpoint with a run copy', () => {
+  let dir: string;
+  let path: string;
+  let runPath: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'resizelet-cp-'));
+    path = join(dir, 'disk', 'checkpoint.json');
+    runPath = join(dir, 'run', 'checkpoint.json');
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('save() resolves from the run copy while the disk fsync is stuck, and a restarted agent loads it', async () => {
+    const gate = fsyncGate(join(dir, 'disk'));
+    const cp = createCheckpoint({ fs: gate.fs, path, runPath, node: 'n1' });
+    cp.set(entry('u1'));
+    await cp.save(); // never returns if it waited for the disk
+    expect(gate.waiting).toBeGreaterThan(0);
+    let flushed = false;
+    const flushing = cp.flush().then(() => (flushed = true));
+
+    // The agent "crashes" here: a new one reads the files the old one left.
+    const restarted = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    expect(await restarted.load()).toEqual({ loadedFrom: 'run' });
+    expect(restarted.all().map((e) => e.uid)).toEqual(['u1']);
+    expect(flushed).toBe(false);
+
+    gate.open();
+    await flushing;
+    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ generation: 1 });
+    expect(await readFile(path, 'utf8')).toBe(await readFile(runPath, 'utf8'));
+  });
+
+  it('after a reboot (no run copy) loads the disk copy, even when it lags', async () => {
+    const cp = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    cp.set(entry('u1', '1'));
+    await cp.save();
+    await cp.flush();
+    const diskText = await readFile(path, 'utf8');
+    cp.set(entry('u1', '2'));
+    await cp.save();
+    await cp.flush();
+    // A power cut before the second disk write reached the platter: the disk holds the first.
+    await writeFile(path, diskText);
+    await rm(join(dir, 'run'), { recursive: true });
+    const rebooted = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    expect(await rebooted.load()).toEqual({ loadedFrom: 'disk' });
+    expect(rebooted.get('u1')?.allocation[0]?.limits.cpu).toBe('1');
+    // It carries on from the generation it loaded: the next write is newer than anything on disk.
+    rebooted.set(entry('u2'));
+    await rebooted.save();
+    expect(JSON.parse(await readFile(runPath, 'utf8'))).toMatchObject({ generation: 2 });
+  });
+
+  it('the newer copy wins; an unreadable one is passed over and named', async () => {
+    const cp = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    cp.set(entry('u1', '1'));
+    await cp.save();
+    await cp.flush();
+    const older = await readFile(runPath, 'utf8');
+    cp.set(entry('u1', '2'));
+    await cp.save();
+    await cp.flush();
+
+    // The run copy is older than the disk (its write failed while the disk's did not).
+    await writeFile(runPath, older);
+    const a = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    expect(await a.load()).toEqual({
+      loadedFrom: 'disk',
+      skipped: ['run copy is older (generation 1 < 2)'],
+    });
+    expect(a.get('u1')?.allocation[0]?.limits.cpu).toBe('2');
+
+    // The run copy is torn: the disk copy is loaded and the reason reported.
+    await writeFile(runPath, older.slice(0, 40));
+    const b = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    const loaded = await b.load();
+    expect(loaded.loadedFrom).toBe('disk');
+    expect(loaded.problem).toBeUndefined();
+    expect(loaded.skipped?.[0]).toMatch(/run.*not valid JSON/);
+
+    // Both unusable: a problem naming both.
+    await writeFile(path, '{}');
+    const c = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    const none = await c.load();
+    expect(none.problem).toMatch(/run.*not valid JSON.*disk.*failed its checksum/s);
+    expect(c.all()).toEqual([]);
+  });
+
+  it('a failed run write leaves save() to the disk; a failed disk write is reported, and flush() rejects', async () => {
+    const errors: string[] = [];
+    const failingUnder = (prefix: string): CheckpointFs => ({
+      ...realFs,
+      rename: async (from, to) => {
+        if (to.startsWith(prefix))
+          throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' });
+        await fsp.rename(from, to);
+      },
+    });
+    const onError = (err: unknown, copy: string) => errors.push(`${copy}: ${(err as Error).message}`);
+
+    const noRun = createCheckpoint({
+      fs: failingUnder(join(dir, 'run')),
+      path,
+      runPath,
+      node: 'n1',
+      onError,
+    });
+    noRun.set(entry('u1'));
+    await noRun.save(); // resolves: the disk copy holds it
+    expect(errors).toEqual(['run: ENOSPC: no space left']);
+    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ generation: 1 });
+
+    errors.length = 0;
+    const noDisk = createCheckpoint({
+      fs: failingUnder(join(dir, 'disk')),
+      path,
+      runPath,
+      node: 'n1',
+      onError,
+    });
+    await noDisk.load();
+    noDisk.set(entry('u2'));
+    await noDisk.save(); // the run copy holds it
+    await expect(noDisk.flush()).rejects.toThrow(/ENOSPC/);
+    expect(errors[0]).toBe('disk: ENOSPC: no space left');
+
+    // Both failing: save() rejects, so no Completed is published on the strength of it.
+    const neither = createCheckpoint({ fs: failingUnder(dir), path, runPath, node: 'n1', onError });
+    neither.set(entry('u3'));
+    await expect(neither.save()).rejects.toThrow(/ENOSPC/);
+  });
+
+  it('flush() after a clean write does not write again', async () => {
+    let renames = 0;
+    const counting: CheckpointFs = {
+      ...realFs,
+      rename: async (from, to) => {
+        renames++;
+        await fsp.rename(from, to);
+      },
+    };
+    const cp = createCheckpoint({ fs: counting, path, runPath, node: 'n1' });
+    cp.set(entry('u1'));
+    await cp.save();
+    await cp.flush();
+    const after = renames;
+    await cp.flush();
+    expect(renames).toBe(after);
+    expect(after).toBe(2); // one run write, one disk write
   });
 });
