@@ -329,6 +329,30 @@ describe('checkpoint with a run copy', () => {
     await expect(neither.save()).rejects.toThrow(/ENOSPC/);
   });
 
+  it('fsyncs the disk copy (file and directory) but not the run copy, which tmpfs would not keep anyway', async () => {
+    const synced: string[] = [];
+    const watching: CheckpointFs = {
+      ...realFs,
+      async open(p, flags) {
+        const handle = await fsp.open(p, flags);
+        return {
+          writeFile: (data) => handle.writeFile(data),
+          sync: async () => {
+            synced.push(p.slice(dir.length + 1));
+            await handle.sync();
+          },
+          close: () => handle.close(),
+        };
+      },
+    };
+    const cp = createCheckpoint({ fs: watching, path, runPath, node: 'n1' });
+    cp.set(entry('u1'));
+    await cp.save();
+    await cp.flush();
+    expect(synced.sort()).toEqual(['disk', 'disk/.checkpoint.json.tmp']);
+    expect(await readFile(runPath, 'utf8')).toBe(await readFile(path, 'utf8'));
+  });
+
   it('flush() after a clean write does not write again', async () => {
     let renames = 0;
     const counting: CheckpointFs = {
