@@ -112,7 +112,7 @@ function nodeStateFrom(info: {
 
 export interface AgentHooks {
   onResizeTiming?: ReconcilerDeps['onResizeTiming'];
-  /** Each durable checkpoint write's duration (benchmarks report the node disk's fsync stalls). */
+  /** Each checkpoint write's duration, by copy (benchmarks report the node disk's fsync stalls). */
   onCheckpointWrite?: (ms: number, copy: CopyName) => void;
   /** The filesystem calls the checkpoint makes; tests stall or fail them. Default: node:fs/promises. */
   checkpointFs?: CheckpointFs;
@@ -160,11 +160,18 @@ export async function startAgent(config: Config, log: Logger, hooks: AgentHooks 
       "CHECKPOINT CORRUPT: starting empty; allocations will be rebuilt from the pods' status annotations and live cgroups",
     );
   } else if (loaded.loadedFrom) {
-    // A copy passed over is worth a warning when it was unreadable, not when it was merely older.
     log.info(
-      { from: loaded.loadedFrom, skipped: loaded.skipped, entries: checkpoint.all().length },
+      { from: loaded.loadedFrom, older: loaded.older, entries: checkpoint.all().length },
       'checkpoint loaded',
     );
+    for (const problem of loaded.unreadable ?? []) {
+      // The other copy loaded, but this one would have been all there was after a reboot (or a crash).
+      metrics.checkpointProblems.inc();
+      log.error({ problem }, 'a checkpoint copy is unreadable; loaded the other one and will rewrite it');
+    }
+    // The disk copy lags what was loaded (an agent crash before its write finished, or it is unreadable):
+    // bring it up to date now rather than at the next change, which on a quiet node may be hours away.
+    if (loaded.loadedFrom === 'run') void checkpoint.flush().catch(() => undefined); // onError reports it
   }
 
   const kc = loadKubeConfig(config.kubeconfig);

@@ -88,12 +88,12 @@ export function createAgentMetrics(registry: Registry = new Registry()): AgentMe
     }),
     checkpointProblems: new Counter({
       name: 'resizelet_checkpoint_problems_total',
-      help: 'Checkpoint files found corrupt or unreadable at start (rebuilt from status annotations and live cgroups), or failed writes.',
+      help: 'Checkpoint copies found corrupt or unreadable at start (rebuilt from the other copy, or from status annotations and live cgroups), and failed writes (once per write and copy).',
       registers,
     }),
     checkpointWriteSeconds: new Histogram({
       name: 'resizelet_checkpoint_write_seconds',
-      help: 'Duration of one checkpoint write (temp file, fsync, rename, fsync of the directory), by copy: run (memory-backed /run) or disk. Completed statuses wait for the run copy, or for the disk when there is none; a slow node disk shows in the disk copy first.',
+      help: 'Duration of one checkpoint write, by copy: disk (temp file, fsync, rename, fsync of the directory) or run (memory-backed /run; temp file and rename). Completed statuses wait for the run copy, or for the disk when there is none; a slow node disk shows in the disk copy first.',
       labelNames: ['copy'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,

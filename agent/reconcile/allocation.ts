@@ -120,7 +120,7 @@ export function createAllocationSource(opts: {
             : {}),
         },
         entry
-          ? 'the status annotation is ahead of the checkpoint and the live cgroups do not hold it; not adopted, its request is judged again'
+          ? 'the status annotation and the checkpoint answer different requests, and the live cgroups do not hold the status allocation; not adopted, its request is judged again'
           : 'the status annotation claims an allocation that neither the checkpoint nor the live cgroups hold; not adopted, its request is judged again',
       );
       return;

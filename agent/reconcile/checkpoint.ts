@@ -69,8 +69,10 @@ export interface LoadResult {
   problem?: string;
   /** Which copy the entries came from; absent when there was none. */
   loadedFrom?: CopyName;
-  /** Copies passed over, and why (unreadable, or older than the one loaded). */
-  skipped?: string[];
+  /** Copies that exist but could not be trusted while the other one loaded: worth an alarm. */
+  unreadable?: string[];
+  /** Copies passed over for being older than the one loaded: expected after an agent crash. */
+  older?: string[];
 }
 
 export type CopyName = 'run' | 'disk';
@@ -109,7 +111,7 @@ function jsonOf(entry: CheckpointEntry): string {
 type ReadCopy =
   | { kind: 'missing' }
   | { kind: 'bad'; problem: string }
-  | { kind: 'ok'; generation: number; entries: CheckpointEntry[] };
+  | { kind: 'ok'; version: 1 | 2; generation: number; entries: CheckpointEntry[] };
 
 async function readCopy(fs: CheckpointFs, path: string, node: string): Promise<ReadCopy> {
   let text: string;
@@ -147,7 +149,7 @@ async function readCopy(fs: CheckpointFs, path: string, node: string): Promise<R
       problem: `checkpoint ${path} belongs to node ${JSON.stringify(file.node)}, not ${JSON.stringify(node)}`,
     };
   }
-  return { kind: 'ok', generation, entries: file.entries };
+  return { kind: 'ok', version: file.version, generation, entries: file.entries };
 }
 
 /** One copy's writes, one after another; callers arriving before the next write starts share it. */
@@ -243,7 +245,7 @@ export function createCheckpoint(opts: {
   node: string;
   /** Called after each successful write with its duration: fsync stalls on the node's disk show here. */
   onWrite?: (ms: number, copy: CopyName) => void;
-  /** Every failed write when there is a run copy (save() answers from one copy, so callers miss the other's). */
+  /** Every failed write, once per write and copy: count problems here, not in save()'s callers. */
   onError?: (err: unknown, copy: CopyName) => void;
 }): Checkpoint {
   const { fs, path, runPath, node } = opts;
@@ -263,14 +265,15 @@ export function createCheckpoint(opts: {
     };
     return last;
   }
-  // With a run copy, save() answers from it, so a failed disk write reaches no caller: onError reports it.
+  // Every failed write reaches onError once (callers sharing a write each hear of it through save(), and
+  // with a run copy a failed disk write reaches no caller at all).
   const disk = createCopyWriter({
     fs,
     path,
     snapshot,
     durable: true,
     onWrite: (ms) => opts.onWrite?.(ms, 'disk'),
-    onFailure: runPath === undefined ? undefined : (err) => opts.onError?.(err, 'disk'),
+    onFailure: (err) => opts.onError?.(err, 'disk'),
   });
   const run =
     runPath === undefined
@@ -284,6 +287,10 @@ export function createCheckpoint(opts: {
           onFailure: (err) => opts.onError?.(err, 'run'),
         });
 
+  // save() answers in call order: a save that fell back to the disk (its run write failed) must not resolve
+  // after a later save that the run copy answered, or a pod's older Completed would be published last.
+  let answered: Promise<unknown> = Promise.resolve();
+
   return {
     path,
     runPath,
@@ -294,24 +301,39 @@ export function createCheckpoint(opts: {
         copies.map(async ([name, p]) => [name, await readCopy(fs, p, node)] as const),
       );
       let best: { name: CopyName; generation: number; entries: CheckpointEntry[] } | undefined;
-      const skipped: string[] = [];
-      // The newer copy wins; on a tie the disk copy (read last), which is durable.
+      const unreadable: string[] = [];
+      const older: string[] = [];
       for (const [name, copy] of read) {
-        if (copy.kind === 'bad') skipped.push(copy.problem);
+        if (copy.kind === 'bad') unreadable.push(copy.problem);
         if (copy.kind !== 'ok') continue;
         const candidate = { name, generation: copy.generation, entries: copy.entries };
-        const [newer, older] =
-          !best || copy.generation >= best.generation ? [candidate, best] : [best, candidate];
-        if (older && older.generation < newer.generation) {
-          skipped.push(`${older.name} copy is older (generation ${older.generation} < ${newer.generation})`);
+        // A version 1 disk copy was written by an agent without a run copy (a rollback): it is newer than
+        // any run copy left over from before, whatever the generations say. On a tie, the disk copy (read
+        // last), which is durable.
+        const rollback = name === 'disk' && copy.version === 1;
+        if (!best) best = candidate;
+        else if (rollback || copy.generation >= best.generation) {
+          older.push(
+            rollback
+              ? `${best.name} copy predates the version 1 disk copy (an agent without a run copy wrote it since)`
+              : `${best.name} copy is older (generation ${best.generation}, loaded ${candidate.generation})`,
+          );
+          best = candidate;
+        } else {
+          older.push(`${name} copy is older (generation ${candidate.generation}, loaded ${best.generation})`);
         }
-        best = newer;
       }
-      if (!best) return skipped.length > 0 ? { problem: skipped.join('; ') } : {};
+      // Generations continue from a microsecond clock, not just from the copy loaded, so that writes after
+      // this start outrank a copy left over from another history (the flag dropped and added back, say).
+      generation = Math.max(best?.generation ?? 0, Date.now() * 1000);
+      if (!best) return unreadable.length > 0 ? { problem: unreadable.join('; ') } : {};
       entries.clear();
       for (const e of best.entries) entries.set(e.uid, e);
-      generation = best.generation;
-      return { loadedFrom: best.name, ...(skipped.length > 0 ? { skipped } : {}) };
+      return {
+        loadedFrom: best.name,
+        ...(unreadable.length > 0 ? { unreadable } : {}),
+        ...(older.length > 0 ? { older } : {}),
+      };
     },
     get: (uid) => entries.get(uid),
     all: () => [...entries.values()],
@@ -327,7 +349,13 @@ export function createCheckpoint(opts: {
       if (!run) return onDisk;
       onDisk.catch(() => undefined); // reported through onError
       // A run copy that cannot be written (a full /run, say) leaves the disk copy to answer.
-      return run.request().catch(() => onDisk);
+      const result = run.request().catch(() => onDisk);
+      const inOrder = answered.then(
+        () => result,
+        () => result,
+      );
+      answered = inOrder.catch(() => undefined);
+      return inOrder;
     },
     flush() {
       return disk.holding(generation);

@@ -261,7 +261,11 @@ describe.skipIf(!available.ok)('crashes (real agent, fake API server, real cgrou
     expect(h.status(x)?.allocatedResources).toEqual([
       expect.objectContaining({ limits: { cpu: '1500m', memory: '768Mi' } }),
     ]);
-    expect(agent.logs.some((l) => l.includes('the status annotation is ahead of the checkpoint'))).toBe(true);
+    expect(
+      agent.logs.some((l) =>
+        l.includes('the status annotation and the checkpoint answer different requests'),
+      ),
+    ).toBe(true);
     await waitFor('x at B in the run copy again', async () => {
       const text = await readFile(join(runDir, 'checkpoint.json'), 'utf8').catch(() => '');
       return text.includes('"cpu":"1500m"') && text.includes(x.uid) ? true : undefined;

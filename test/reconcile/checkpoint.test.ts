@@ -95,7 +95,7 @@ describe('checkpoint', () => {
     );
   });
 
-  it('loads a version 1 file (no generation), as generation 0', async () => {
+  it('loads a version 1 file (no generation), as generation 0, and writes version 2 after', async () => {
     const entries = [entry('u1')];
     await fsp.mkdir(join(dir, 'sub'));
     await writeFile(
@@ -107,7 +107,9 @@ describe('checkpoint', () => {
     expect(cp.all()).toEqual(entries);
     cp.set(entry('u2'));
     await cp.save();
-    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ version: 2, generation: 1 });
+    const file = JSON.parse(await readFile(path, 'utf8')) as { version: number; generation: number };
+    expect(file.version).toBe(2);
+    expect(file.generation).toBeGreaterThan(0);
   });
 
   it("detects a truncated file and a hand edit, and refuses another node's file", async () => {
@@ -244,10 +246,13 @@ describe('checkpoint with a run copy', () => {
     const rebooted = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
     expect(await rebooted.load()).toEqual({ loadedFrom: 'disk' });
     expect(rebooted.get('u1')?.allocation[0]?.limits.cpu).toBe('1');
-    // It carries on from the generation it loaded: the next write is newer than anything on disk.
+    // It carries on above the generation it loaded, from a microsecond clock: the next write is newer than
+    // anything on disk, and than any copy another history left behind.
+    const before = Date.now() * 1000;
     rebooted.set(entry('u2'));
     await rebooted.save();
-    expect(JSON.parse(await readFile(runPath, 'utf8'))).toMatchObject({ generation: 2 });
+    const written = (JSON.parse(await readFile(runPath, 'utf8')) as { generation: number }).generation;
+    expect(written).toBeGreaterThan(before);
   });
 
   it('the newer copy wins; an unreadable one is passed over and named', async () => {
@@ -265,7 +270,7 @@ describe('checkpoint with a run copy', () => {
     const a = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
     expect(await a.load()).toEqual({
       loadedFrom: 'disk',
-      skipped: ['run copy is older (generation 1 < 2)'],
+      older: ['run copy is older (generation 1, loaded 2)'],
     });
     expect(a.get('u1')?.allocation[0]?.limits.cpu).toBe('2');
 
@@ -275,7 +280,7 @@ describe('checkpoint with a run copy', () => {
     const loaded = await b.load();
     expect(loaded.loadedFrom).toBe('disk');
     expect(loaded.problem).toBeUndefined();
-    expect(loaded.skipped?.[0]).toMatch(/run.*not valid JSON/);
+    expect(loaded.unreadable?.[0]).toMatch(/run.*not valid JSON/);
 
     // Both unusable: a problem naming both.
     await writeFile(path, '{}');
@@ -370,5 +375,52 @@ describe('checkpoint with a run copy', () => {
     await cp.flush();
     expect(renames).toBe(after);
     expect(after).toBe(2); // one run write, one disk write
+  });
+
+  it('a version 1 disk copy (an agent without a run copy wrote it since: a rollback) wins over a run copy', async () => {
+    const cp = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    cp.set(entry('u1', '5'));
+    await cp.save();
+    await cp.flush();
+    const entries = [entry('u1', '2')];
+    await writeFile(
+      path,
+      JSON.stringify({ version: 1, node: 'n1', entries, checksum: sha256(JSON.stringify(entries)) }),
+    );
+    const upgraded = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
+    const loaded = await upgraded.load();
+    expect(loaded.loadedFrom).toBe('disk');
+    expect(loaded.older?.[0]).toMatch(/run copy predates the version 1 disk copy/);
+    expect(upgraded.get('u1')?.allocation[0]?.limits.cpu).toBe('2');
+  });
+
+  it('answers saves in call order, even when an earlier one fell back to a slow disk', async () => {
+    // The first run write fails, so the first save waits for the disk, whose fsync is held; the second
+    // save's run write succeeds at once, but it must not resolve before the first.
+    let failRun = true;
+    const gate = fsyncGate(join(dir, 'disk'));
+    const flaky: CheckpointFs = {
+      ...gate.fs,
+      rename: async (from, to) => {
+        if (to === runPath && failRun) {
+          failRun = false;
+          throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' });
+        }
+        await fsp.rename(from, to);
+      },
+    };
+    const cp = createCheckpoint({ fs: flaky, path, runPath, node: 'n1' });
+    const order: string[] = [];
+    cp.set(entry('u1', '1'));
+    const first = cp.save().then(() => order.push('first'));
+    await new Promise((r) => setTimeout(r, 50)); // the first run write has failed by now
+    cp.set(entry('u1', '2'));
+    const second = cp.save().then(() => order.push('second'));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(order).toEqual([]); // the second is held behind the first, which waits for the disk
+    expect(JSON.parse(await readFile(runPath, 'utf8'))).toMatchObject({ entries: [{ uid: 'u1' }] });
+    gate.open();
+    await Promise.all([first, second]);
+    expect(order).toEqual(['first', 'second']);
   });
 });
