@@ -157,6 +157,8 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const dir = await mkdtemp(join(tmpdir(), 'resizelet-soak-'));
+  // The checkpoint's run copy, as the DaemonSet keeps it on the node's memory-backed /run.
+  const runDir = await mkdtemp('/dev/shm/resizelet-soak-');
   const sandbox: RealSandbox = await createRealSandbox();
   const api: FakeApiServer = await startFakeApiServer({ namespaces: NAMESPACES });
   let agentPid: number | undefined;
@@ -225,6 +227,7 @@ async function main(): Promise<void> {
           podsRoot: sandbox.layout.podsRoot,
           reconcileInterval: '2s',
         }),
+        `--run-checkpoint=${join(runDir, 'checkpoint.json')}`,
         '--deferred-retry',
         '1s',
         '--systemd-bus',
@@ -424,6 +427,7 @@ async function main(): Promise<void> {
     await api.close();
     await sandbox.cleanup();
     if (process.env.RESIZELET_SOAK_KEEP !== '1') await rm(dir, { recursive: true, force: true });
+    await rm(runDir, { recursive: true, force: true });
   }
 }
 
