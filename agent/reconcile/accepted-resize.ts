@@ -45,6 +45,30 @@ export function createAcceptedResize(opts: {
   const { actuator, checkpoint, metrics, log, clock } = deps;
   const { publish, scheduleRetry, recordCheckpoint, deferred } = ops;
 
+  const statusOf = (pod: PodLike, st: PodState) =>
+    decodeStatus(agentView(pod, st).metadata?.annotations?.[Annotations.status]);
+
+  /** The pod's next status, answering the decision's request with `allocation`. */
+  function answer(
+    prevStatus: ReturnType<typeof statusOf>,
+    d: Extract<Decision, { kind: 'actuate' }>,
+    resizeStatus: typeof ResizeStatuses.Accepted | typeof ResizeStatuses.Deferred,
+    allocation: DesiredContainer[],
+    message: string,
+  ) {
+    return buildStatus(
+      prevStatus,
+      {
+        resizeStatus,
+        allocatedResources: wire(allocation),
+        observedRequest: d.hash,
+        message,
+        source: d.source,
+      },
+      new Date(clock.now()),
+    );
+  }
+
   /**
    * RestartContainer: record the allocation first (so the restarted container gets it), then stop the
    * containers' processes and wait, as Accepted, for the kubelet to start new ones; `handle` then applies
@@ -70,19 +94,7 @@ export function createAcceptedResize(opts: {
     const signalled = await actuator.restartContainers(pod, names);
     const message = `restarting ${names.join(', ')} to apply the resize (RestartContainer policy; ${signalled} processes signalled)`;
     log.info({ pod: key, containers: names, signalled }, 'restarting containers for a resize');
-    const prevStatus = decodeStatus(agentView(pod, st).metadata?.annotations?.[Annotations.status]);
-    const status = buildStatus(
-      prevStatus,
-      {
-        resizeStatus: ResizeStatuses.Accepted,
-        allocatedResources: wire(d.desired),
-        observedRequest: d.hash,
-        message,
-        source: d.source,
-      },
-      new Date(clock.now()),
-    );
-    publish(pod, st, status, [
+    publish(pod, st, answer(statusOf(pod, st), d, ResizeStatuses.Accepted, d.desired, message), [
       { reason: EventReasons.Accepted, type: 'Normal', message: 'resize accepted' },
       { reason: EventReasons.Restarting, type: 'Normal', message },
     ]);
@@ -102,18 +114,13 @@ export function createAcceptedResize(opts: {
     d: Extract<Decision, { kind: 'actuate' }>,
     previous: DesiredContainer[],
   ): Promise<boolean> {
-    const prevStatus = decodeStatus(agentView(pod, st).metadata?.annotations?.[Annotations.status]);
-    const accepted = buildStatus(
+    const prevStatus = statusOf(pod, st);
+    const accepted = answer(
       prevStatus,
-      {
-        resizeStatus: ResizeStatuses.Accepted,
-        allocatedResources: wire(d.desired),
-        observedRequest: d.hash,
-        message:
-          'resize accepted; reserved against the namespace ResourceQuota before the cgroups are written',
-        source: d.source,
-      },
-      new Date(clock.now()),
+      d,
+      ResizeStatuses.Accepted,
+      d.desired,
+      'resize accepted; reserved against the namespace ResourceQuota before the cgroups are written',
     );
     const timeoutMs = deps.reserveTimeoutMs ?? 5_000;
     let timer: NodeJS.Timeout | undefined;
@@ -133,22 +140,9 @@ export function createAcceptedResize(opts: {
     st.reservedUsage = undefined;
     const message = `the API server did not store the quota reservation within ${timeoutMs} ms; the resize waits so that no namespace quota can be overrun`;
     log.warn({ pod: key }, 'quota reservation not acknowledged; resize deferred');
-    publish(
-      pod,
-      st,
-      buildStatus(
-        prevStatus,
-        {
-          resizeStatus: ResizeStatuses.Deferred,
-          allocatedResources: wire(previous),
-          observedRequest: d.hash,
-          message,
-          source: d.source,
-        },
-        new Date(clock.now()),
-      ),
-      [{ reason: EventReasons.Deferred, type: 'Warning', message }],
-    );
+    publish(pod, st, answer(prevStatus, d, ResizeStatuses.Deferred, previous, message), [
+      { reason: EventReasons.Deferred, type: 'Warning', message },
+    ]);
     scheduleRetry(key, st);
     return false;
   }
@@ -180,7 +174,7 @@ export function createAcceptedResize(opts: {
     st.reservedUsage = undefined;
     const never = verdict.verdict === 'never';
     const message = `${verdict.message} (the node's allocatable changed while the resize waited for its containers to restart)`;
-    const prevStatus = decodeStatus(agentView(pod, st).metadata?.annotations?.[Annotations.status]);
+    const prevStatus = statusOf(pod, st);
     const resizeStatus = never ? ResizeStatuses.Rejected : ResizeStatuses.Deferred;
     metrics.resizeRequests.inc({ status: resizeStatus, source: prevStatus?.source ?? 'user' });
     log.warn({ pod: key, status: resizeStatus, reason: verdict.message }, 'accepted resize judged again');
