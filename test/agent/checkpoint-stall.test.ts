@@ -15,6 +15,7 @@ import { loadConfig, type Config } from '../../agent/config.ts';
 import { startAgent } from '../../agent/main.ts';
 import { createCheckpoint, type CheckpointFs } from '../../agent/reconcile/checkpoint.ts';
 import type { FakeApiServer } from '../fakes/apiserver.ts';
+import { gatedFsync } from '../support/fsync-gate.ts';
 import { createRealSandbox, realCgroupsAvailable, type RealSandbox } from '../support/real-cgroup.ts';
 import { oneAppPodNode, sandboxAgentArgs, statusOf, waitFor, withAnnotations } from './support.ts';
 
@@ -24,51 +25,6 @@ if (!available.ok) console.warn(`skipping checkpoint stall test: ${available.rea
 const NODE = 'stall-node';
 const NS = 'disk';
 
-/** node:fs/promises, with the fsyncs `holds` picks held while the gate is closed. */
-function gatedFs(holds: (path: string) => boolean): {
-  fs: CheckpointFs;
-  close(): void;
-  open(): void;
-  readonly held: number;
-} {
-  let gate: Promise<void> | undefined;
-  let release: (() => void) | undefined;
-  let held = 0;
-  const fs: CheckpointFs = {
-    readFile: (p, enc) => fsp.readFile(p, enc),
-    rename: (a, b) => fsp.rename(a, b),
-    mkdir: (p, o) => fsp.mkdir(p, o),
-    rm: (p, o) => fsp.rm(p, o),
-    async open(p, flags) {
-      const handle = await fsp.open(p, flags);
-      return {
-        writeFile: (data) => handle.writeFile(data),
-        async sync() {
-          if (gate && holds(p)) {
-            held++;
-            await gate;
-          }
-          await handle.sync();
-        },
-        close: () => handle.close(),
-      };
-    },
-  };
-  return {
-    fs,
-    close() {
-      gate = new Promise((r) => (release = r));
-    },
-    open() {
-      gate = undefined;
-      release?.();
-    },
-    get held() {
-      return held;
-    },
-  };
-}
-
 describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, real cgroups)', () => {
   let sandbox: RealSandbox;
   let api: FakeApiServer;
@@ -76,7 +32,7 @@ describe.skipIf(!available.ok)('a stalled checkpoint fsync (agent in process, re
   let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
   let containerPath: string;
   // The disk copy's fsyncs: its temp file and its directory, `dir` itself. The run copy is under dir/run.
-  const disk = gatedFs((p) => p === dir || p === join(dir, '.checkpoint.json.tmp'));
+  const disk = gatedFsync((p) => p === dir || p === join(dir, '.checkpoint.json.tmp'));
   let uid: string;
 
   const quota = async (): Promise<number | null> => (await sandbox.read(containerPath)).settings.cpuQuotaUs;

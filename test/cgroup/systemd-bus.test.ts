@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAgentMetrics } from '../../agent/metrics.ts';
 import { createActuator, type Actuator } from '../../agent/reconcile/actuator.ts';
-import type { Checkpoint, CheckpointEntry } from '../../agent/reconcile/checkpoint.ts';
+import { memoryCheckpoint } from '../support/memory-checkpoint.ts';
 import { createReconciler } from '../../agent/reconcile/reconciler.ts';
 import type { PodLike } from '../../agent/resize/pod.ts';
 import { systemClock } from '../../agent/util/backoff.ts';
@@ -450,20 +450,6 @@ describe('read-back after a write that went through systemd', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 // daemon-reload vs the reconcile loop
-
-function memoryCheckpoint(): Checkpoint {
-  const entries = new Map<string, CheckpointEntry>();
-  return {
-    path: '/dev/null',
-    load: async () => ({}),
-    get: (uid) => entries.get(uid),
-    all: () => [...entries.values()],
-    set: (e) => void entries.set(e.uid, e),
-    delete: (uid) => void entries.delete(uid),
-    save: async () => undefined,
-    flush: async () => undefined,
-  };
-}
 
 function reconcilerFor(act: Actuator, requested: PodLike) {
   const metrics = createAgentMetrics();

@@ -9,7 +9,8 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createAgentMetrics } from '../../agent/metrics.ts';
 import type { Actuator } from '../../agent/reconcile/actuator.ts';
-import type { Checkpoint, CheckpointEntry } from '../../agent/reconcile/checkpoint.ts';
+import type { CheckpointEntry } from '../../agent/reconcile/checkpoint.ts';
+import { memoryCheckpoint } from '../support/memory-checkpoint.ts';
 import type { StatusPublisher } from '../../agent/reconcile/publisher.ts';
 import { createReconciler } from '../../agent/reconcile/reconciler.ts';
 import { humanMessage, MAX_MESSAGE_CHARS } from '../../agent/resize/decide.ts';
@@ -192,16 +193,7 @@ const entries = new Map<string, CheckpointEntry>();
 const applied: string[] = [];
 const restarted: string[] = [];
 const published: Array<{ key: string; text: string }> = [];
-const checkpoint: Checkpoint = {
-  path: '/nonexistent',
-  load: async () => ({}),
-  get: (uid) => entries.get(uid),
-  all: () => [...entries.values()],
-  set: (e) => void entries.set(e.uid, e),
-  delete: (uid) => void entries.delete(uid),
-  save: async () => undefined,
-  flush: async () => undefined,
-};
+const checkpoint = memoryCheckpoint(entries);
 /**
  * Stands in for the cgroups with their one rule that matters here: only a value that differs is written.
  * Each pod's cgroups start at its spec, as the kubelet creates them; `applied` lists the pods whose values

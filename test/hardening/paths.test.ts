@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgentMetrics } from '../../agent/metrics.ts';
 import { ActuationFailures, createActuator } from '../../agent/reconcile/actuator.ts';
-import type { Checkpoint, CheckpointEntry } from '../../agent/reconcile/checkpoint.ts';
+import type { CheckpointEntry } from '../../agent/reconcile/checkpoint.ts';
+import { memoryCheckpoint } from '../support/memory-checkpoint.ts';
 import type { StatusPublisher } from '../../agent/reconcile/publisher.ts';
 import { createReconciler } from '../../agent/reconcile/reconciler.ts';
 import type { PodLike } from '../../agent/resize/pod.ts';
@@ -188,16 +189,7 @@ describe('path safety on a temporary directory laid out like cgroup v1 mounts', 
       idle: async () => undefined,
       stop: noop,
     };
-    const checkpoint: Checkpoint = {
-      path: '/nonexistent',
-      load: async () => ({}),
-      get: (uid) => entries.get(uid),
-      all: () => [...entries.values()],
-      set: (e) => void entries.set(e.uid, e),
-      delete: (uid) => void entries.delete(uid),
-      save: async () => undefined,
-      flush: async () => undefined,
-    };
+    const checkpoint = memoryCheckpoint(entries);
     const reconciler = createReconciler({
       nodeName: 'node-a',
       cache: { get: () => pod, list: () => [pod] },

@@ -10,40 +10,10 @@ import {
   type CheckpointEntry,
   type CheckpointFs,
 } from '../../agent/reconcile/checkpoint.ts';
+import { gatedFsync } from '../support/fsync-gate.ts';
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 const realFs = fsp as unknown as CheckpointFs;
-
-/** node:fs/promises with the fsync of files under `held` waiting while the gate is closed. */
-function fsyncGate(held: string): { fs: CheckpointFs; open(): void; readonly waiting: number } {
-  let release: () => void = () => undefined;
-  const gate = new Promise<void>((r) => (release = r));
-  let waiting = 0;
-  const fs: CheckpointFs = {
-    ...realFs,
-    async open(p, flags) {
-      const handle = await fsp.open(p, flags);
-      return {
-        writeFile: (data) => handle.writeFile(data),
-        async sync() {
-          if (p.startsWith(held)) {
-            waiting++;
-            await gate;
-          }
-          await handle.sync();
-        },
-        close: () => handle.close(),
-      };
-    },
-  };
-  return {
-    fs,
-    open: () => release(),
-    get waiting() {
-      return waiting;
-    },
-  };
-}
 
 const entry = (uid: string, cpu = '1'): CheckpointEntry => ({
   uid,
@@ -213,11 +183,12 @@ describe('checkpoint with a run copy', () => {
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it('save() resolves from the run copy while the disk fsync is stuck, and a restarted agent loads it', async () => {
-    const gate = fsyncGate(join(dir, 'disk'));
+    const gate = gatedFsync((p) => p.startsWith(join(dir, 'disk')));
+    gate.close();
     const cp = createCheckpoint({ fs: gate.fs, path, runPath, node: 'n1' });
     cp.set(entry('u1'));
     await cp.save(); // never returns if it waited for the disk
-    expect(gate.waiting).toBeGreaterThan(0);
+    expect(gate.held).toBeGreaterThan(0);
     let flushed = false;
     const flushing = cp.flush().then(() => (flushed = true));
 
@@ -245,12 +216,12 @@ describe('checkpoint with a run copy', () => {
     // A power cut before the second disk write reached the platter: the disk holds the first.
     await writeFile(path, diskText);
     await rm(join(dir, 'run'), { recursive: true });
+    const before = Date.now() * 1000; // taken before the load, which reads the clock
     const rebooted = createCheckpoint({ fs: realFs, path, runPath, node: 'n1' });
     expect(await rebooted.load()).toEqual({ loadedFrom: 'disk' });
     expect(rebooted.get('u1')?.allocation[0]?.limits.cpu).toBe('1');
     // It carries on above the generation it loaded, from a microsecond clock: the next write is newer than
     // anything on disk, and than any copy another history left behind.
-    const before = Date.now() * 1000;
     rebooted.set(entry('u2'));
     await rebooted.save();
     const written = (JSON.parse(await readFile(runPath, 'utf8')) as { generation: number }).generation;
@@ -400,7 +371,8 @@ describe('checkpoint with a run copy', () => {
     // The first run write fails, so the first save waits for the disk, whose fsync is held; the second
     // save's run write succeeds at once, but it must not resolve before the first.
     let failRun = true;
-    const gate = fsyncGate(join(dir, 'disk'));
+    const gate = gatedFsync((p) => p.startsWith(join(dir, 'disk')));
+    gate.close();
     const flaky: CheckpointFs = {
       ...gate.fs,
       rename: async (from, to) => {
