@@ -20,6 +20,9 @@ export async function startHttp(agent: RunningAgent): Promise<() => Promise<void
   const { buildHttpApp } = await import('./http.ts');
   const app = await buildHttpApp(httpDepsOf(agent));
   await app.listen({ host: agent.config.listenHost, port: agent.config.listenPort });
-  agent.log.info({ host: agent.config.listenHost, port: agent.config.listenPort }, 'endpoint listening');
+  // The bound port, not the configured one: `--listen HOST:0` asks the kernel for a free port.
+  const bound = app.server.address();
+  const port = typeof bound === 'object' && bound ? bound.port : agent.config.listenPort;
+  agent.log.info({ host: agent.config.listenHost, port }, 'endpoint listening');
   return () => app.close();
 }

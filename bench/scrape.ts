@@ -1,34 +1,33 @@
-// `npm run bench -- scrape`: the /metrics endpoint on a node of 250 pods x 2 containers (plus each pod's
-// sandbox), built as real cgroup v1 directories and removed afterwards. The endpoint runs in its own process
-// as the image runs the agent: this file bundled by scripts/build.mjs (as the Dockerfile does), on plain
-// Node with the DaemonSet's NODE_OPTIONS, in a cgroup of its own beside the pods. This process only scrapes
-// it, as Prometheus does (gzip accepted):
-//   1. a burst of back-to-back scrapes: latency p50/p99 and size, with the server's event loop watched at
-//      1 ms resolution for stalls;
-//   2. an idle minute at a 10 s scrape interval: the server's CPU (from /proc/<pid>/stat) and peak RSS.
-// Writes bench/results/scrape.json. Options: --pods N, --scrapes N (burst), --idle-seconds S, --plain (no
-// gzip), --tsx (run the endpoint from source: +~50 MB RSS for the loader), --node-options=... (the server's
-// V8 flags instead of the DaemonSet's NODE_OPTIONS), --cpu-limit=QUANTITY (instead of the DaemonSet's, to
-// tell the limit's throttling from the rest). The server gets deploy/daemonset.yaml's environment and CPU and
-// memory limits.
-import { fork, type ChildProcess } from 'node:child_process';
+// `npm run bench -- scrape`: the /metrics endpoint of the agent itself, on a node of 250 pods x 2 containers
+// (plus each pod's sandbox) built as real cgroup v1 directories and removed afterwards. The agent runs as
+// the image runs it: the bundle of scripts/build.mjs on plain Node, with the DaemonSet's NODE_OPTIONS,
+// environment and CPU/memory limits (in a cgroup of its own beside the pods), against the in-repo fake API
+// server holding the node's pods; a fifth of them are resized first, so the agent holds allocations and
+// Completed statuses as on a node in use. The only thing added to it is bench/_scrape-probe.mjs, which
+// watches its event loop while asked. This process scrapes it as Prometheus does (gzip accepted):
+//   1. paced scrapes, one every --pace-ms (default 250 ms: a scrape each second from four Prometheus
+//      replicas would be one every 250 ms): latency p50/p99 and the agent's longest event-loop stall;
+//   2. a saturating burst, scrapes back to back: the same figures when the scrapes alone keep the agent's
+//      CPU limit busy (the CFS quota then freezes the whole process, resize loop included);
+//   3. an idle minute at a 10 s scrape interval: the agent's CPU (from /proc/<pid>/stat) and peak RSS.
+// Writes bench/results/scrape.json: the issue's fields from phases 1 and 3, the burst's as saturated_*.
+// Options: --pods N, --scrapes N (paced), --pace-ms MS, --burst N (0: none), --idle-seconds S, --plain (no
+// gzip), --tsx (run the agent from source: more memory for the loader), --node-options=... (instead of the
+// DaemonSet's NODE_OPTIONS), --cpu-limit=QUANTITY (instead of the DaemonSet's), --keep-log=PATH (the agent's
+// output, e.g. with --node-options=--trace-gc).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
-import { nodeSyncFs } from '../agent/cgroup-stats.ts';
-import { buildHttpApp } from '../agent/http.ts';
-import { createAgentMetrics } from '../agent/metrics.ts';
-import type { PodView } from '../agent/reconcile/reconciler.ts';
-import { specResources, type PodLike } from '../agent/resize/pod.ts';
 import { parseCpuMillicores } from '../agent/resize/quantity.ts';
-import type { CgroupLayout } from '../cgroup/types.ts';
+import { requestHash } from '../agent/resize/request.ts';
+import { startFakeApiServer, type Pod } from '../test/fakes/apiserver.ts';
+import { sandboxAgentArgs } from '../test/agent/support.ts';
 import {
   cpuTimeMs,
   createRealSandbox,
@@ -39,82 +38,20 @@ import {
 import { compileAsImage, deployedAgent } from './_deployed.ts';
 import { percentile, printTable, round, writeResult } from './_report.ts';
 
+const repo = fileURLToPath(new URL('../', import.meta.url));
+const NODE = 'bench-node';
+const NAMESPACE = 'bench';
 const Mi = 1024n * 1024n;
+/** What the resized fifth of the pods ask for their `app` container (the spec: 100m/64Mi, 200m/128Mi). */
+const RESIZE = JSON.stringify({
+  app: { requests: { cpu: '150m', memory: '64Mi' }, limits: { cpu: '300m', memory: '192Mi' } },
+});
 
-interface ServeInput {
-  layout: CgroupLayout;
-  pods: PodLike[];
-  allocated: string[];
-}
-
-type ToServer = { type: 'eld-start' } | { type: 'eld-stop' } | { type: 'memory' };
-type FromServer =
-  | { type: 'listening'; port: number }
+type FromProbe =
   | { type: 'eld'; maxMs: number }
   | { type: 'memory'; usage: NodeJS.MemoryUsage; spaces: Record<string, number> };
 
-// ---------------------------------------------------------------------------------------------------------
-// The server process
-
-async function serve(inputPath: string): Promise<void> {
-  const input = JSON.parse(readFileSync(inputPath, 'utf8')) as ServeInput;
-  const allocated = new Set(input.allocated);
-  // A share of the pods carry an allocation and a Completed status, as resized pods would.
-  const views: PodView[] = input.pods
-    .filter((p) => allocated.has(p.metadata!.uid!))
-    .map((p) => ({
-      key: `${p.metadata!.namespace}/${p.metadata!.name}`,
-      uid: p.metadata!.uid!,
-      allocation: p.spec!.containers.map((c) => ({ name: c.name, resources: specResources(c) })),
-      status: {
-        resizeStatus: 'Completed',
-        allocatedResources: [],
-        lastTransitionTime: new Date().toISOString(),
-        message: 'resized app in place',
-      },
-      containerIds: {},
-    }));
-  const app = await buildHttpApp({
-    nodeName: 'bench-node',
-    layout: input.layout,
-    files: nodeSyncFs,
-    pods: () => input.pods,
-    views: () => views,
-    metrics: createAgentMetrics(),
-    informer: { synced: true, lastEventAt: Date.now() },
-    sandboxImage: 'registry.k8s.io/pause:3.9',
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  // Only on while the burst runs: a 1 ms timer would itself cost the idle CPU being measured.
-  let eld: ReturnType<typeof monitorEventLoopDelay> | undefined;
-  process.on('message', (m: ToServer) => {
-    if (m.type === 'eld-start') {
-      eld = monitorEventLoopDelay({ resolution: 1 });
-      eld.enable();
-    } else if (m.type === 'memory') {
-      const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_size]));
-      process.send!({ type: 'memory', usage: process.memoryUsage(), spaces } satisfies FromServer);
-    } else if (m.type === 'eld-stop' && eld) {
-      eld.disable();
-      process.send!({ type: 'eld', maxMs: eld.max / 1e6 } satisfies FromServer);
-      eld = undefined;
-    }
-  });
-  process.on('disconnect', () => void app.close().then(() => process.exit(0)));
-  // An orderly exit on the bench's SIGTERM, so --cpu-prof and the like in --node-options get written.
-  process.on('SIGTERM', () => process.exit(0));
-  process.send!({ type: 'listening', port } satisfies FromServer);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The driver
-
-/**
- * One scrape as Prometheus makes it (gzip accepted unless `plain`): its time and the bytes received, and
- * with `keep` the body.
- */
+/** One scrape as Prometheus makes it (gzip accepted unless `plain`): its time, bytes received, and the body. */
 function scrape(
   agent: http.Agent,
   port: number,
@@ -148,40 +85,88 @@ function rssMb(pid: number): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function nextMessage<T extends FromServer['type']>(
+async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function nextMessage<T extends FromProbe['type']>(
   child: ChildProcess,
   type: T,
-): Promise<Extract<FromServer, { type: T }>> {
+): Promise<Extract<FromProbe, { type: T }>> {
   return new Promise((resolve, reject) => {
-    const onMessage = (m: FromServer) => {
+    const onMessage = (m: FromProbe) => {
       if (m.type !== type) return;
       child.off('message', onMessage);
       child.off('exit', onExit);
-      resolve(m as Extract<FromServer, { type: T }>);
+      resolve(m as Extract<FromProbe, { type: T }>);
     };
-    const onExit = (code: number | null) =>
-      reject(new Error(`bench server exited (${code}) before "${type}"`));
+    const onExit = (code: number | null) => reject(new Error(`the agent exited (${code}) before "${type}"`));
     child.on('message', onMessage);
     child.once('exit', onExit);
   });
 }
 
-async function drive(): Promise<void> {
+/** A Burstable pod of two containers (100m/64Mi requests, 200m/128Mi limits each), running as `ids`. */
+function benchPod(i: number, uid: string, ids: string[]): Pod {
+  const names = ['app', 'sidecar'];
+  return {
+    metadata: { uid, name: `pod-${i}`, namespace: NAMESPACE },
+    spec: {
+      nodeName: NODE,
+      restartPolicy: 'Always',
+      containers: names.map((name) => ({
+        name,
+        image: `registry.example/${name}:1.0`,
+        resources: {
+          requests: { cpu: '100m', memory: '64Mi' },
+          limits: { cpu: '200m', memory: '128Mi' },
+        },
+      })),
+    },
+    status: {
+      phase: 'Running',
+      qosClass: 'Burstable',
+      containerStatuses: names.map((name, j) => ({
+        name,
+        containerID: `containerd://${ids[j]}`,
+        image: `registry.example/${name}:1.0`,
+        imageID: '',
+        ready: true,
+        restartCount: 0,
+        state: { running: { startedAt: new Date().toISOString() } },
+      })),
+    },
+  } as Pod;
+}
+
+async function main(): Promise<void> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
     options: {
       pods: { type: 'string', default: '250' },
       scrapes: { type: 'string', default: '200' },
+      'pace-ms': { type: 'string', default: '250' },
+      burst: { type: 'string', default: '100' },
       'idle-seconds': { type: 'string', default: '60' },
       tsx: { type: 'boolean', default: false },
       plain: { type: 'boolean', default: false },
       'node-options': { type: 'string' },
       'cpu-limit': { type: 'string' },
+      'keep-log': { type: 'string' },
     },
   });
   const podCount = Number(values.pods);
   const scrapeCount = Number(values.scrapes);
+  const paceMs = Number(values['pace-ms']);
+  const burstCount = Number(values.burst);
   const idleSeconds = Number(values['idle-seconds']);
+  const plain = values.plain;
   const available = realCgroupsAvailable();
   if (!available.ok) {
     process.stderr.write(`scrape bench needs real cgroup v1 hierarchies: ${available.reason}\n`);
@@ -191,13 +176,20 @@ async function drive(): Promise<void> {
   const loadStart = loadavg()[0]!;
   const sandbox = await createRealSandbox();
   const dir = await mkdtemp(join(tmpdir(), 'resizelet-bench-scrape-'));
+  // The checkpoint's run copy, as the DaemonSet keeps it on the node's memory-backed /run.
+  const runDir = await mkdtemp('/dev/shm/resizelet-bench-scrape-');
+  const api = await startFakeApiServer({ namespaces: [NAMESPACE] });
   let child: ChildProcess | undefined;
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
-    // The kubelet's values for a Burstable pod of two containers (100m/64Mi requests, 200m/128Mi limits
-    // each): pod quota = the sum of limits, shares = the sum of requests; the sandbox gets 2 shares.
+    api.upsertNode({
+      metadata: { name: NODE },
+      status: { allocatable: { cpu: '1000', memory: '4Ti' }, capacity: { cpu: '1000', memory: '4Ti' } },
+    });
+    // The kubelet's values for each pod: pod quota = the sum of limits, shares = the sum of requests; the
+    // sandbox gets 2 shares and no quota.
     const t0 = performance.now();
-    const pods: PodLike[] = [];
+    const pods: Pod[] = [];
     for (let i = 0; i < podCount; i++) {
       const uid = newPodUid();
       const podPath = await sandbox.makePod(uid, 'Burstable', {
@@ -214,60 +206,66 @@ async function drive(): Promise<void> {
           memoryLimitBytes: 128n * Mi,
         });
       }
-      pods.push({
-        metadata: { uid, name: `pod-${i}`, namespace: 'bench' },
-        spec: {
-          nodeName: 'bench-node',
-          containers: ['app', 'sidecar'].map((name) => ({
-            name,
-            image: `registry.example/${name}:1.0`,
-            resources: {
-              requests: { cpu: '100m', memory: '64Mi' },
-              limits: { cpu: '200m', memory: '128Mi' },
-            },
-          })),
-        },
-        status: {
-          phase: 'Running',
-          qosClass: 'Burstable',
-          containerStatuses: ['app', 'sidecar'].map((name, j) => ({
-            name,
-            containerID: `containerd://${ids[j]}`,
-            state: { running: {} },
-          })),
-        },
-      });
+      pods.push(api.upsertPod(benchPod(i, uid, ids)));
     }
     const buildMs = performance.now() - t0;
-    const input: ServeInput = {
-      layout: sandbox.layout,
-      pods,
-      allocated: pods.filter((_, i) => i % 5 === 0).map((p) => p.metadata!.uid!),
-    };
-    const inputPath = join(dir, 'input.json');
-    await writeFile(inputPath, JSON.stringify(input));
+    await api.writeKubeconfig(join(dir, 'kubeconfig'));
 
-    const entry = values.tsx ? fileURLToPath(import.meta.url) : await compileAsImage('bench/scrape.ts', dir);
-    // The DaemonSet's environment (NODE_OPTIONS among it) as the image's node sees it; the V8 flags go
-    // on the command line instead so they hold whatever NODE_OPTIONS this shell has.
+    // The DaemonSet's environment and V8 flags (read from deploy/daemonset.yaml), the probe added.
     const deployed = deployedAgent();
     const cpuLimitMilli = values['cpu-limit']
       ? parseCpuMillicores(values['cpu-limit'])
       : deployed.cpuLimitMilli;
     const { NODE_OPTIONS: deployedOptions = '', ...deployedEnv } = deployed.env;
     const nodeOptions = (values['node-options'] ?? deployedOptions).split(' ').filter(Boolean);
-    const env = { ...process.env, ...deployedEnv };
-    delete env.NODE_OPTIONS;
-    child = fork(entry, ['--serve', inputPath], {
-      execArgv: values.tsx ? ['--import', 'tsx', ...nodeOptions] : nodeOptions,
-      env,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const { port } = await nextMessage(child, 'listening');
-    const pid = child.pid!;
+    const entry = values.tsx
+      ? ['--import', 'tsx', `${repo}bin/resizelet.ts`]
+      : [await compileAsImage('bin/resizelet.ts', dir)];
+    const log = createWriteStream(join(dir, 'agent.log'));
+    child = spawn(
+      process.execPath,
+      [
+        ...nodeOptions,
+        '--import',
+        `${repo}bench/_scrape-probe.mjs`,
+        ...entry,
+        'agent',
+        ...sandboxAgentArgs({
+          nodeName: NODE,
+          dir,
+          podsRoot: sandbox.layout.podsRoot,
+          reconcileInterval: '10s', // the agent's default
+        }),
+        `--run-checkpoint=${join(runDir, 'checkpoint.json')}`,
+        ...['--systemd-bus', 'none', '--log-level', 'info'],
+      ],
+      {
+        cwd: repo,
+        env: { ...process.env, ...deployedEnv, KUBERNETES_SERVICE_HOST: '' },
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      },
+    );
+    const agentProcess = child;
+    let logged = '';
+    const onLog = (chunk: Buffer) => {
+      log.write(chunk);
+      if (logged.length < 1_000_000) logged += chunk.toString();
+    };
+    agentProcess.stdout!.on('data', onLog);
+    agentProcess.stderr!.on('data', onLog);
+    const pid = agentProcess.pid!;
+    const port = await until(
+      'the agent\'s "endpoint listening" log line',
+      () => {
+        if (agentProcess.exitCode !== null) throw new Error(`the agent exited:\n${logged.slice(-2000)}`);
+        const m = /"port":(\d+)[^\n]*"msg":"endpoint listening"/.exec(logged);
+        return m ? Number(m[1]) : undefined;
+      },
+      60_000,
+    );
+
     // The agent runs in its own cgroup beside the pods, as a DaemonSet pod would, with the DaemonSet's
-    // limits (a CFS quota throttles every thread of the process, the gzip threads included), and so the
-    // measurement is not at the mercy of whatever else this shared machine runs at the root level.
+    // limits (a CFS quota throttles every thread of the process, the gzip threads included).
     const limits: Record<string, [string, string][]> = {
       cpu: [
         ['cpu.cfs_period_us', '100000'],
@@ -282,8 +280,6 @@ async function drive(): Promise<void> {
       for (const [file, value] of files) await writeFile(`${agentDir}/${file}`, value);
       await writeFile(`${agentDir}/cgroup.procs`, String(pid));
     }
-
-    // How often the CFS quota stopped the agent: every thread of it waits out the rest of the period.
     const cpuStatFile = `/sys/fs/cgroup/cpu/${sandbox.name}/agent/cpu.stat`;
     const throttling = () => {
       const text = readFileSync(cpuStatFile, 'utf8');
@@ -291,113 +287,179 @@ async function drive(): Promise<void> {
       return { periods: field('nr_throttled'), ms: field('throttled_time') / 1e6 };
     };
 
-    // 1. Burst.
-    for (let i = 0; i < 5; i++) await scrape(agent, port, values.plain);
-    const throttled0 = throttling();
-    const burstCpu0 = cpuTimeMs(pid);
-    child.send({ type: 'eld-start' } satisfies ToServer);
-    const times: number[] = [];
-    let bytes = 0;
-    for (let i = 0; i < scrapeCount; i++) {
-      const r = await scrape(agent, port, values.plain);
-      times.push(r.ms);
-      bytes = r.bytes;
+    // A fifth of the pods resized, as on a node in use: allocations in the checkpoint, statuses to report.
+    const resized = pods.filter((_, i) => i % 5 === 0);
+    for (const p of resized) {
+      const current = api.getPod(NAMESPACE, p.metadata!.name!)!;
+      api.upsertPod({
+        ...current,
+        metadata: { ...current.metadata, annotations: { 'resizelet.io/resize': RESIZE } },
+      });
     }
-    const cpuPerScrape = (cpuTimeMs(pid) - burstCpu0) / scrapeCount;
-    const throttled1 = throttling();
-    const burstThrottled = {
-      periods: throttled1.periods - throttled0.periods,
-      ms: throttled1.ms - throttled0.ms,
+    const hash = requestHash(RESIZE);
+    await until(
+      `${resized.length} resizes to complete`,
+      () =>
+        resized.every((p) => {
+          const text =
+            api.getPod(NAMESPACE, p.metadata!.name!)?.metadata?.annotations?.['resizelet.io/resource-status'];
+          const s = text ? (JSON.parse(text) as { observedRequest?: string; resizeStatus?: string }) : {};
+          if (s.observedRequest === hash && s.resizeStatus === 'Rejected')
+            throw new Error(`the agent rejected the bench's resize: ${text}`);
+          return s.observedRequest === hash && s.resizeStatus === 'Completed';
+        }),
+      120_000,
+    );
+    // Every cgroup walked (node level, pods, sandboxes, containers) before measuring.
+    const expected = podCount * 4;
+    for (let tries = 0; ; tries++) {
+      const body = (await scrape(keepAlive, port, true, true)).body;
+      const walked = Number(/^resizelet_scrape_cgroups (\S+)$/m.exec(body)?.[1] ?? NaN);
+      if (walked >= expected) break;
+      if (tries > 100) throw new Error(`the agent's walk covers ${walked} cgroups, not ${expected}`);
+      await sleep(200);
+    }
+    for (let i = 0; i < 5; i++) await scrape(keepAlive, port, plain);
+
+    /** `count` scrapes, each started `pace` ms after the last began (0: back to back). */
+    const run = async (count: number, pace: number) => {
+      const throttled0 = throttling();
+      const cpu0 = cpuTimeMs(pid);
+      agentProcess.send({ type: 'eld-start' });
+      const times: number[] = [];
+      let bytes = 0;
+      for (let i = 0; i < count; i++) {
+        const started = performance.now();
+        const r = await scrape(keepAlive, port, plain);
+        times.push(r.ms);
+        bytes = r.bytes;
+        const rest = pace - (performance.now() - started);
+        if (rest > 0) await sleep(rest);
+      }
+      const cpuPerScrape = (cpuTimeMs(pid) - cpu0) / count;
+      const throttled1 = throttling();
+      agentProcess.send({ type: 'eld-stop' });
+      const { maxMs } = await nextMessage(agentProcess, 'eld');
+      return {
+        p50: round(percentile(times, 50)),
+        p99: round(percentile(times, 99)),
+        stall: round(maxMs),
+        cpuPerScrape: round(cpuPerScrape),
+        bytes,
+        throttledMs: round(throttled1.ms - throttled0.ms),
+        throttledPeriods: throttled1.periods - throttled0.periods,
+      };
     };
-    child.send({ type: 'eld-stop' } satisfies ToServer);
-    const { maxMs: stallMs } = await nextMessage(child, 'eld');
-    // The exposition's own size, whatever the burst's encoding, and how long that scrape's walk of the
-    // cgroups took (the server's own resizelet_scrape_cgroup_read_seconds): the part of a scrape's latency
-    // that is reading files.
-    const plainScrape = await scrape(agent, port, true, true);
+
+    // 1. Paced.
+    const paced = await run(scrapeCount, paceMs);
+    // 2. Saturating burst.
+    await sleep(1_000);
+    const burst = burstCount > 0 ? await run(burstCount, 0) : undefined;
+
+    // The exposition's own size, whatever the encoding, and how long that scrape's walk of the cgroups took
+    // (the agent's own resizelet_scrape_cgroup_read_seconds): the part of a scrape that is reading files.
+    const plainScrape = await scrape(keepAlive, port, true, true);
     const textBytes = plainScrape.bytes;
     const walkMs =
       Number(/^resizelet_scrape_cgroup_read_seconds (\S+)$/m.exec(plainScrape.body)?.[1] ?? NaN) * 1000;
 
-    // 2. Idle at a 10 s scrape interval.
+    // 3. Idle at a 10 s scrape interval.
     await sleep(2_000); // let the burst's garbage collection settle
     const cpu0 = cpuTimeMs(pid);
     const t1 = performance.now();
     let rssPeak = rssMb(pid);
     for (let s = 1; s <= idleSeconds; s++) {
       await sleep(1_000);
-      if (s % 10 === 0) await scrape(agent, port, values.plain);
+      if (s % 10 === 0) await scrape(keepAlive, port, plain);
       rssPeak = Math.max(rssPeak, rssMb(pid));
     }
     const idleMillicores = ((cpuTimeMs(pid) - cpu0) / (performance.now() - t1)) * 1000;
-    child.send({ type: 'memory' } satisfies ToServer);
-    const mem = await nextMessage(child, 'memory');
+    agentProcess.send({ type: 'memory' });
+    const mem = await nextMessage(agentProcess, 'memory');
 
     const result = {
       pods: podCount,
       containers: podCount * 2,
-      scrape_p50_ms: round(percentile(times, 50)),
-      scrape_p99_ms: round(percentile(times, 99)),
+      scrape_p50_ms: paced.p50,
+      scrape_p99_ms: paced.p99,
       bytes: textBytes,
-      event_loop_max_stall_ms: round(stallMs),
+      event_loop_max_stall_ms: paced.stall,
       idle_cpu_millicores: round(idleMillicores),
       rss_mb: round(rssPeak, 1),
+      pace_ms: paceMs,
+      agent_cpu_per_scrape_ms: paced.cpuPerScrape,
+      cgroup_walk_ms: round(walkMs),
+      gzip_bytes: plain ? null : paced.bytes,
+      ...(burst
+        ? {
+            saturated_p50_ms: burst.p50,
+            saturated_p99_ms: burst.p99,
+            saturated_event_loop_max_stall_ms: burst.stall,
+            saturated_throttled_ms: burst.throttledMs,
+          }
+        : {}),
     };
     const path = writeResult('scrape', result);
     process.stdout.write(
-      `\n/metrics on ${podCount} pods x 2 containers + sandboxes (${podCount * 4} cgroups, built in ` +
-        `${round(buildMs / 1000, 1)} s); ${scrapeCount} scrapes back to back, then ${idleSeconds} s at a 10 s interval\n\n`,
+      `\n/metrics of the agent on ${podCount} pods x 2 containers + sandboxes (${podCount * 4} cgroups, built in ` +
+        `${round(buildMs / 1000, 1)} s; ${resized.length} pods resized); ${scrapeCount} scrapes one every ` +
+        `${paceMs} ms${burst ? `, ${burstCount} back to back` : ''}, then ${idleSeconds} s at a 10 s interval\n\n`,
     );
-    const row = (metric: string, value: number, target: string, ok: boolean) => ({
+    const row = (metric: string, value: number, target: string, ok: boolean | null) => ({
       metric,
       value,
       target,
-      ok: ok ? 'yes' : 'NO',
+      ok: ok === null ? '' : ok ? 'yes' : 'NO',
     });
     printTable([
-      row('scrape p50 (ms)', result.scrape_p50_ms, '< 25', result.scrape_p50_ms < 25),
-      row('scrape p99 (ms)', result.scrape_p99_ms, '< 60', result.scrape_p99_ms < 60),
-      row('server CPU per scrape (ms)', round(cpuPerScrape), '', true),
-      row('of a scrape: cgroup walk (ms)', round(walkMs), '', true),
-      row(
-        `burst: throttled by the ${cpuLimitMilli}m limit, ms (${burstThrottled.periods} periods)`,
-        round(burstThrottled.ms),
-        '',
-        true,
-      ),
-      row('bytes per scrape (text)', result.bytes, '', true),
-      row(`bytes on the wire (${values.plain ? 'plain' : 'gzip'})`, bytes, '', true),
-      row(
-        'event loop max stall (ms)',
-        result.event_loop_max_stall_ms,
-        '<= 20',
-        result.event_loop_max_stall_ms <= 20,
-      ),
+      row(`scrape p50 (ms), paced`, paced.p50, '< 25', paced.p50 < 25),
+      row(`scrape p99 (ms), paced`, paced.p99, '< 60', paced.p99 < 60),
+      row('event loop max stall (ms), paced', paced.stall, '<= 20', paced.stall <= 20),
+      row('agent CPU per scrape (ms), paced', paced.cpuPerScrape, '', null),
+      row('of a scrape: cgroup walk (ms)', round(walkMs), '', null),
+      row(`paced: throttled by the ${cpuLimitMilli}m limit (ms)`, paced.throttledMs, '', null),
+      ...(burst
+        ? [
+            row('back to back: scrape p50 (ms)', burst.p50, '', null),
+            row('back to back: scrape p99 (ms)', burst.p99, '', null),
+            row('back to back: event loop max stall (ms)', burst.stall, '', null),
+            row(
+              `back to back: throttled (ms, ${burst.throttledPeriods} periods)`,
+              burst.throttledMs,
+              '',
+              null,
+            ),
+          ]
+        : []),
+      row('bytes per scrape (text)', result.bytes, '', null),
+      row(`bytes on the wire (${plain ? 'plain' : 'gzip'})`, paced.bytes, '', null),
       row('idle CPU (millicores)', result.idle_cpu_millicores, '< 10', result.idle_cpu_millicores < 10),
       row('RSS peak (MB)', result.rss_mb, '< 100', result.rss_mb < 100),
     ]);
     const mb = (n: number | undefined) => round((n ?? 0) / 2 ** 20, 1);
     process.stdout.write(
-      `\nserver memory at the end: rss ${mb(mem.usage.rss)} MB = V8 heap ${mb(mem.usage.heapTotal)} MB ` +
-        `(used ${mb(mem.usage.heapUsed)}, young generation ${mb(mem.spaces.new_space)}, old ${mb(mem.spaces.old_space)}) ` +
-        `+ external ${mb(mem.usage.external)} MB + code, stacks and Node itself\n`,
+      `\nagent memory at the end: rss ${mb(mem.usage.rss)} MB = V8 heap ${mb(mem.usage.heapTotal)} MB ` +
+        `(used ${mb(mem.usage.heapUsed)}, young generation ${mb(mem.spaces.new_space)}, old ${mb(mem.spaces.old_space)}, ` +
+        `code ${mb(mem.spaces.code_space)}) + external ${mb(mem.usage.external)} MB + Node's own code, stacks, malloc\n`,
     );
     process.stdout.write(
       `load average (1 min) of the machine: ${round(loadStart, 2)} at the start, ${round(loadavg()[0]!, 2)} at the end\n`,
     );
     process.stdout.write(`\nwrote ${path}\n`);
   } finally {
-    agent.destroy();
-    if (child && child.exitCode === null) {
+    keepAlive.destroy();
+    if (child && child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
       child.kill('SIGTERM');
       await exited;
     }
+    await api.close();
+    if (values['keep-log']) await copyFile(join(dir, 'agent.log'), values['keep-log']).catch(() => undefined);
     await sandbox.cleanup();
     await rm(dir, { recursive: true, force: true });
+    await rm(runDir, { recursive: true, force: true });
   }
 }
 
-const serveAt = process.argv.indexOf('--serve');
-if (serveAt >= 0) await serve(process.argv[serveAt + 1]!);
-else await drive();
+await main();

@@ -7,10 +7,10 @@ import { buildNodeTree } from '../support/cgroup-tree.ts';
 
 test('a RunningAgent is served: its informer cache, reconciler views, layout, metrics and listen address', async () => {
   const tree = buildNodeTree({ version: 'v1', driver: 'cgroupfs', runtime: 'containerd', pods: [] });
-  const logged: string[] = [];
+  const logged: Array<{ fields: unknown; msg: string }> = [];
   const agent = {
     config: { nodeName: 'node-a', listenHost: '127.0.0.1', listenPort: 0 },
-    log: { info: (_o: unknown, msg: string) => logged.push(msg) },
+    log: { info: (fields: unknown, msg: string) => logged.push({ fields, msg }) },
     layout: tree.layout,
     metrics: createAgentMetrics(),
     informer: { list: () => [], synced: false, lastEventAt: 0 },
@@ -23,6 +23,13 @@ test('a RunningAgent is served: its informer cache, reconciler views, layout, me
   expect(deps.informer.synced).toBe(false);
 
   const close = await startHttp(agent);
-  expect(logged).toEqual(['endpoint listening']);
+  // Port 0 was asked for: the log names the port the kernel gave, which answers.
+  expect(logged).toHaveLength(1);
+  const { fields, msg } = logged[0]!;
+  expect(msg).toBe('endpoint listening');
+  const port = (fields as { port: number }).port;
+  expect(port).toBeGreaterThan(0);
+  const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+  expect(res.status).toBe(200);
   await close();
 });
