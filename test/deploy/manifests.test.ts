@@ -374,6 +374,15 @@ describe('the DaemonSet runs the agent as the issue asks', () => {
     });
   });
 
+  it("bounds glibc malloc's arenas and gives large freed blocks back (resident memory)", () => {
+    const env = Object.fromEntries(agent.env.map((e) => [e.name, e.value]));
+    expect(env).toMatchObject({
+      MALLOC_ARENA_MAX: '2',
+      MALLOC_TRIM_THRESHOLD_: '131072',
+      MALLOC_MMAP_THRESHOLD_: '131072',
+    });
+  });
+
   it('requests and limits its own CPU and memory', () => {
     for (const side of ['requests', 'limits'] as const) {
       expect(Object.keys(agent.resources[side]).sort()).toEqual(['cpu', 'memory']);
