@@ -301,8 +301,9 @@ async function main(): Promise<void> {
       `${resized.length} resizes to complete`,
       () =>
         resized.every((p) => {
-          const text =
-            api.getPod(NAMESPACE, p.metadata!.name!)?.metadata?.annotations?.['resizelet.io/resource-status'];
+          const text = api.getPod(NAMESPACE, p.metadata!.name!)?.metadata?.annotations?.[
+            'resizelet.io/resource-status'
+          ];
           const s = text ? (JSON.parse(text) as { observedRequest?: string; resizeStatus?: string }) : {};
           if (s.observedRequest === hash && s.resizeStatus === 'Rejected')
             throw new Error(`the agent rejected the bench's resize: ${text}`);
