@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { parseCpuMillicores } from '../agent/resize/quantity.ts';
 import { requestHash } from '../agent/resize/request.ts';
 import { startFakeApiServer, type Pod } from '../test/fakes/apiserver.ts';
-import { sandboxAgentArgs } from '../test/agent/support.ts';
+import { sandboxAgentArgs, statusOf, waitFor, withAnnotations } from '../test/agent/support.ts';
 import {
   cpuTimeMs,
   createRealSandbox,
@@ -84,16 +84,6 @@ function rssMb(pid: number): number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 function nextMessage<T extends FromProbe['type']>(
   child: ChildProcess,
@@ -254,7 +244,7 @@ async function main(): Promise<void> {
     agentProcess.stdout!.on('data', onLog);
     agentProcess.stderr!.on('data', onLog);
     const pid = agentProcess.pid!;
-    const port = await until(
+    const port = await waitFor(
       'the agent\'s "endpoint listening" log line',
       () => {
         if (agentProcess.exitCode !== null) throw new Error(`the agent exited:\n${logged.slice(-2000)}`);
@@ -291,35 +281,30 @@ async function main(): Promise<void> {
     const resized = pods.filter((_, i) => i % 5 === 0);
     for (const p of resized) {
       const current = api.getPod(NAMESPACE, p.metadata!.name!)!;
-      api.upsertPod({
-        ...current,
-        metadata: { ...current.metadata, annotations: { 'resizelet.io/resize': RESIZE } },
-      });
+      api.upsertPod(withAnnotations(current, { 'resizelet.io/resize': RESIZE }));
     }
     const hash = requestHash(RESIZE);
-    await until(
+    await waitFor(
       `${resized.length} resizes to complete`,
       () =>
         resized.every((p) => {
-          const text = api.getPod(NAMESPACE, p.metadata!.name!)?.metadata?.annotations?.[
-            'resizelet.io/resource-status'
-          ];
-          const s = text ? (JSON.parse(text) as { observedRequest?: string; resizeStatus?: string }) : {};
-          if (s.observedRequest === hash && s.resizeStatus === 'Rejected')
-            throw new Error(`the agent rejected the bench's resize: ${text}`);
-          return s.observedRequest === hash && s.resizeStatus === 'Completed';
+          const s = statusOf(api, NAMESPACE, p.metadata!.name!);
+          if (s?.observedRequest === hash && s.resizeStatus === 'Rejected')
+            throw new Error(`the agent rejected the bench's resize: ${JSON.stringify(s)}`);
+          return s?.observedRequest === hash && s.resizeStatus === 'Completed';
         }),
       120_000,
     );
     // Every cgroup walked (node level, pods, sandboxes, containers) before measuring.
     const expected = podCount * 4;
-    for (let tries = 0; ; tries++) {
-      const body = (await scrape(keepAlive, port, true, true)).body;
-      const walked = Number(/^resizelet_scrape_cgroups (\S+)$/m.exec(body)?.[1] ?? NaN);
-      if (walked >= expected) break;
-      if (tries > 100) throw new Error(`the agent's walk covers ${walked} cgroups, not ${expected}`);
-      await sleep(200);
-    }
+    await waitFor(
+      `a walk of all ${expected} pod cgroups`,
+      async () => {
+        const body = (await scrape(keepAlive, port, true, true)).body;
+        return Number(/^resizelet_scrape_cgroups (\S+)$/m.exec(body)?.[1] ?? NaN) >= expected;
+      },
+      30_000,
+    );
     for (let i = 0; i < 5; i++) await scrape(keepAlive, port, plain);
 
     /** `count` scrapes, each started `pace` ms after the last began (0: back to back). */
